@@ -1,0 +1,150 @@
+//! Building the SDK clients: the standard environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, the
+//! credentials chain), with retries tuned for EC2's and Auto Scaling's throttling.
+
+use std::time::Duration;
+
+use aws_config::retry::RetryConfig;
+use aws_config::timeout::TimeoutConfig;
+use aws_config::BehaviorVersion;
+
+use super::autoscaling::AutoScalingAdapter;
+use super::ec2::Ec2Adapter;
+
+/// Attempts per call. In a storm EC2 answers `RequestLimitExceeded` to many calls; adaptive
+/// mode slows the whole client down when it does, and ten attempts with backoff outlast a
+/// throttling burst without giving up on a rescue.
+const MAX_ATTEMPTS: u32 = 10;
+
+/// The shared SDK configuration, read from the standard environment.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(
+            RetryConfig::adaptive()
+                .with_max_attempts(MAX_ATTEMPTS)
+                .with_initial_backoff(Duration::from_millis(100))
+                .with_max_backoff(Duration::from_secs(20)),
+        )
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(180))
+                .build(),
+        )
+        .load()
+        .await
+}
+
+/// Both adapters over clients built from one configuration.
+pub struct AwsCloud {
+    pub ec2: Ec2Adapter,
+    pub autoscaling: AutoScalingAdapter,
+}
+
+impl AwsCloud {
+    pub fn new(config: &aws_config::SdkConfig) -> Self {
+        Self {
+            ec2: Ec2Adapter::new(aws_sdk_ec2::Client::new(config)),
+            autoscaling: AutoScalingAdapter::new(aws_sdk_autoscaling::Client::new(config)),
+        }
+    }
+
+    /// Reads the standard environment and builds both clients.
+    pub async fn from_env() -> Self {
+        Self::new(&sdk_config().await)
+    }
+}
+
+// `AwsCloud` is the one `Cloud` the function runs on: each port goes to its adapter.
+
+impl super::Inventory for AwsCloud {
+    async fn describe_instance(
+        &self,
+        id: &crate::ids::InstanceId,
+    ) -> Result<Option<super::InstanceFacts>, super::AwsError> {
+        self.ec2.describe_instance(id).await
+    }
+
+    async fn attached_volumes(
+        &self,
+        id: &crate::ids::InstanceId,
+    ) -> Result<Vec<super::VolumeFacts>, super::AwsError> {
+        self.ec2.attached_volumes(id).await
+    }
+
+    async fn instance_store_disks(
+        &self,
+        instance_type: &str,
+    ) -> Result<Option<u32>, super::AwsError> {
+        self.ec2.instance_store_disks(instance_type).await
+    }
+
+    async fn keep_volumes(
+        &self,
+        instance_id: &crate::ids::InstanceId,
+        volumes: &[(crate::ids::VolumeId, String)],
+        tags: &super::Tags,
+    ) -> Result<(), super::AwsError> {
+        self.ec2.keep_volumes(instance_id, volumes, tags).await
+    }
+}
+
+impl super::SnapshotStore for AwsCloud {
+    async fn find_snapshots(
+        &self,
+        query: &super::SnapshotQuery,
+    ) -> Result<Vec<super::SnapshotFacts>, super::AwsError> {
+        self.ec2.find_snapshots(query).await
+    }
+
+    async fn create_snapshot_set(
+        &self,
+        request: &super::SnapshotSetRequest,
+    ) -> Result<Vec<super::SnapshotFacts>, super::AwsError> {
+        self.ec2.create_snapshot_set(request).await
+    }
+
+    async fn create_snapshot(
+        &self,
+        request: &super::SnapshotRequest,
+    ) -> Result<super::SnapshotFacts, super::AwsError> {
+        self.ec2.create_snapshot(request).await
+    }
+
+    async fn tag_snapshots(
+        &self,
+        ids: &[crate::ids::SnapshotId],
+        tags: &super::Tags,
+    ) -> Result<(), super::AwsError> {
+        self.ec2.tag_snapshots(ids, tags).await
+    }
+}
+
+impl super::Lifecycle for AwsCloud {
+    async fn heartbeat(&self, action: &super::ActionRef) -> Result<(), super::AwsError> {
+        self.autoscaling.heartbeat(action).await
+    }
+
+    async fn complete(
+        &self,
+        action: &super::ActionRef,
+        result: super::ActionResult,
+    ) -> Result<(), super::AwsError> {
+        self.autoscaling.complete(action, result).await
+    }
+
+    async fn hook_facts(
+        &self,
+        group: &crate::ids::GroupName,
+        hook: &crate::ids::HookName,
+    ) -> Result<Option<super::HookFacts>, super::AwsError> {
+        self.autoscaling.hook_facts(group, hook).await
+    }
+
+    async fn waiting_instances(
+        &self,
+        scope: &super::GroupScope,
+    ) -> Result<Vec<super::WaitingInstance>, super::AwsError> {
+        self.autoscaling.waiting_instances(scope).await
+    }
+}

@@ -1,0 +1,628 @@
+//! An in-memory AWS for the rescue's unit tests: instances, volumes, snapshots that finish (or
+//! fail) when the fake clock says so, lifecycle actions that terminate the instance and delete
+//! its `DeleteOnTermination` volumes, injected errors, and a record of every call. It follows
+//! AWS's semantics where the rescue depends on them; the end-to-end tests use the real SDK
+//! against the local AWS instead.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use super::{
+    ActionRef, ActionResult, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts,
+    InstanceState, Inventory, Lifecycle, SnapshotFacts, SnapshotQuery, SnapshotRequest,
+    SnapshotSetRequest, SnapshotState, SnapshotStore, Tags, VolumeFacts, WaitingInstance,
+};
+use crate::clock::{Clock, FakeClock};
+use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
+
+/// How a snapshot of a volume ends, and how long it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fate {
+    pub end: SnapshotState,
+    pub after: Duration,
+}
+
+impl Fate {
+    pub fn completes_after(secs: u64) -> Self {
+        Self {
+            end: SnapshotState::Completed,
+            after: Duration::from_secs(secs),
+        }
+    }
+
+    pub fn fails_after(secs: u64) -> Self {
+        Self {
+            end: SnapshotState::Error,
+            after: Duration::from_secs(secs),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Instance {
+    group: GroupName,
+    state: InstanceState,
+    root_device: String,
+    retain_on_abandon: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Volume {
+    facts: VolumeFacts,
+    attached_to: Option<InstanceId>,
+}
+
+#[derive(Debug, Clone)]
+struct Snapshot {
+    facts: SnapshotFacts,
+    ends_at: DateTime<Utc>,
+    end: SnapshotState,
+}
+
+/// What happened to a lifecycle action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionRecord {
+    pub active: bool,
+    pub result: Option<ActionResult>,
+    pub heartbeats: u32,
+    pub completions: u32,
+}
+
+#[derive(Debug, Default)]
+struct World {
+    instances: BTreeMap<InstanceId, Instance>,
+    volumes: BTreeMap<VolumeId, Volume>,
+    snapshots: BTreeMap<SnapshotId, Snapshot>,
+    actions: BTreeMap<InstanceId, ActionRecord>,
+    hooks: BTreeMap<(GroupName, HookName), HookFacts>,
+    fates: HashMap<VolumeId, VecDeque<Fate>>,
+    default_fate: Option<Fate>,
+    faults: HashMap<&'static str, VecDeque<AwsErrorKind>>,
+    calls: Vec<&'static str>,
+    deleted: Vec<VolumeId>,
+    deleted_unsaved: Vec<VolumeId>,
+    unsafe_continues: Vec<InstanceId>,
+    next_id: u64,
+}
+
+/// The fake AWS; share it with `Arc` and keep a handle on its clock.
+pub struct FakeCloud {
+    world: Mutex<World>,
+    pub clock: Arc<FakeClock>,
+}
+
+impl FakeCloud {
+    pub fn new(clock: Arc<FakeClock>) -> Self {
+        Self {
+            world: Mutex::new(World {
+                default_fate: Some(Fate::completes_after(30)),
+                ..World::default()
+            }),
+            clock,
+        }
+    }
+
+    fn world(&self) -> std::sync::MutexGuard<'_, World> {
+        self.world.lock().unwrap()
+    }
+
+    fn hex(world: &mut World) -> String {
+        world.next_id += 1;
+        format!("{:017x}", world.next_id)
+    }
+
+    /// A group with a termination hook (heartbeat `heartbeat_s`, global 100×).
+    pub fn add_hook(&self, group: &str, hook: &str, heartbeat_s: u64, metadata: Option<&str>) {
+        let heartbeat = Duration::from_secs(heartbeat_s);
+        self.world().hooks.insert(
+            (
+                GroupName::parse(group).unwrap(),
+                HookName::parse(hook).unwrap(),
+            ),
+            HookFacts {
+                heartbeat_timeout: heartbeat,
+                global_timeout: (heartbeat * 100).min(Duration::from_secs(172_800)),
+                notification_metadata: metadata.map(str::to_owned),
+            },
+        );
+    }
+
+    /// An instance of `group` in `Terminating:Wait` with volumes at `devices` (the first is the
+    /// boot volume); each volume gets `tags`. Returns the instance and its volumes.
+    pub fn add_waiting_instance(
+        &self,
+        group: &str,
+        devices: &[&str],
+    ) -> (InstanceId, Vec<VolumeId>) {
+        let mut world = self.world();
+        let instance_id = InstanceId::parse(&format!("i-{}", Self::hex(&mut world))).unwrap();
+        let mut volumes = Vec::new();
+        for device in devices {
+            let id = VolumeId::parse(&format!("vol-{}", Self::hex(&mut world))).unwrap();
+            world.volumes.insert(
+                id.clone(),
+                Volume {
+                    facts: VolumeFacts {
+                        id: id.clone(),
+                        device: (*device).to_owned(),
+                        delete_on_termination: true,
+                        size_gib: 100,
+                        volume_type: "gp3".into(),
+                        iops: Some(3000),
+                        throughput: Some(125),
+                        encrypted: true,
+                        availability_zone: "us-east-1a".into(),
+                        tags: Tags::from([("Name".into(), format!("data {device}"))]),
+                    },
+                    attached_to: Some(instance_id.clone()),
+                },
+            );
+            volumes.push(id);
+        }
+        world.instances.insert(
+            instance_id.clone(),
+            Instance {
+                group: GroupName::parse(group).unwrap(),
+                state: InstanceState::Stopped,
+                root_device: devices.first().copied().unwrap_or("/dev/xvda").to_owned(),
+                retain_on_abandon: false,
+            },
+        );
+        world.actions.insert(
+            instance_id.clone(),
+            ActionRecord {
+                active: true,
+                result: None,
+                heartbeats: 0,
+                completions: 0,
+            },
+        );
+        (instance_id, volumes)
+    }
+
+    pub fn tag_volume(&self, volume: &VolumeId, key: &str, value: &str) {
+        if let Some(v) = self.world().volumes.get_mut(volume) {
+            v.facts.tags.insert(key.into(), value.into());
+        }
+    }
+
+    /// Attaches a new volume to a (waiting) instance, as an operator might.
+    pub fn attach_new_volume(&self, instance: &InstanceId, device: &str) -> VolumeId {
+        let mut world = self.world();
+        let id = VolumeId::parse(&format!("vol-{}", Self::hex(&mut world))).unwrap();
+        world.volumes.insert(
+            id.clone(),
+            Volume {
+                facts: VolumeFacts {
+                    id: id.clone(),
+                    device: device.into(),
+                    delete_on_termination: true,
+                    size_gib: 10,
+                    volume_type: "gp3".into(),
+                    iops: None,
+                    throughput: None,
+                    encrypted: false,
+                    availability_zone: "us-east-1a".into(),
+                    tags: Tags::new(),
+                },
+                attached_to: Some(instance.clone()),
+            },
+        );
+        id
+    }
+
+    /// The snapshots of `volume` end as these fates say, in order; later ones take the default.
+    pub fn script(&self, volume: &VolumeId, fates: &[Fate]) {
+        self.world()
+            .fates
+            .insert(volume.clone(), fates.iter().copied().collect());
+    }
+
+    pub fn set_default_fate(&self, fate: Fate) {
+        self.world().default_fate = Some(fate);
+    }
+
+    /// The next `count` calls of `operation` fail with `kind`.
+    pub fn fail_next(&self, operation: &'static str, kind: AwsErrorKind, count: usize) {
+        let mut world = self.world();
+        let queue = world.faults.entry(operation).or_default();
+        queue.extend(std::iter::repeat_n(kind, count));
+    }
+
+    /// The instance terminates on its own (the action is gone, DeleteOnTermination applies).
+    pub fn terminate_now(&self, instance: &InstanceId) {
+        let mut world = self.world();
+        Self::terminate(&mut world, instance, false);
+        if let Some(a) = world.actions.get_mut(instance) {
+            a.active = false;
+        }
+    }
+
+    /// The action times out or someone else completes it; the instance is left as it is.
+    pub fn end_action(&self, instance: &InstanceId) {
+        if let Some(a) = self.world().actions.get_mut(instance) {
+            a.active = false;
+        }
+    }
+
+    pub fn action(&self, instance: &InstanceId) -> ActionRecord {
+        self.world().actions[instance].clone()
+    }
+
+    pub fn instance_state(&self, instance: &InstanceId) -> InstanceState {
+        self.world().instances[instance].state.clone()
+    }
+
+    pub fn volume(&self, volume: &VolumeId) -> Option<VolumeFacts> {
+        self.world().volumes.get(volume).map(|v| v.facts.clone())
+    }
+
+    pub fn snapshots_of(&self, volume: &VolumeId) -> Vec<SnapshotFacts> {
+        let now = self.clock.now();
+        let mut world = self.world();
+        Self::advance(&mut world, now);
+        world
+            .snapshots
+            .values()
+            .filter(|s| s.facts.volume_id.as_ref() == Some(volume))
+            .map(|s| s.facts.clone())
+            .collect()
+    }
+
+    pub fn calls(&self) -> Vec<&'static str> {
+        self.world().calls.clone()
+    }
+
+    pub fn count(&self, operation: &str) -> usize {
+        self.world()
+            .calls
+            .iter()
+            .filter(|c| **c == operation)
+            .count()
+    }
+
+    pub fn deleted(&self) -> Vec<VolumeId> {
+        self.world().deleted.clone()
+    }
+
+    /// Volumes deleted while no completed snapshot of them existed: must stay empty.
+    pub fn deleted_unsaved(&self) -> Vec<VolumeId> {
+        self.world().deleted_unsaved.clone()
+    }
+
+    /// Instances completed with CONTINUE while an attached volume had no completed snapshot
+    /// and would die with the instance: must stay empty.
+    pub fn unsafe_continues(&self) -> Vec<InstanceId> {
+        self.world().unsafe_continues.clone()
+    }
+
+    /// The group's lifecycle policy retains an instance on ABANDON.
+    pub fn retain_on_abandon(&self, instance: &InstanceId) {
+        if let Some(i) = self.world().instances.get_mut(instance) {
+            i.retain_on_abandon = true;
+        }
+    }
+
+    fn call(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, World>, AwsError> {
+        let now = self.clock.now();
+        let mut world = self.world();
+        world.calls.push(operation);
+        Self::advance(&mut world, now);
+        if let Some(kind) = world
+            .faults
+            .get_mut(operation)
+            .and_then(VecDeque::pop_front)
+        {
+            return Err(AwsError::new(operation, kind, "injected"));
+        }
+        Ok(world)
+    }
+
+    fn advance(world: &mut World, now: DateTime<Utc>) {
+        for snapshot in world.snapshots.values_mut() {
+            if snapshot.facts.state == SnapshotState::Pending && now >= snapshot.ends_at {
+                snapshot.facts.state = snapshot.end;
+                snapshot.facts.progress = Some(
+                    if snapshot.end == SnapshotState::Completed {
+                        "100%"
+                    } else {
+                        "0%"
+                    }
+                    .into(),
+                );
+            }
+        }
+    }
+
+    fn snapshot(
+        world: &mut World,
+        volume: &VolumeId,
+        tags: Tags,
+        now: DateTime<Utc>,
+    ) -> SnapshotFacts {
+        let fate = world
+            .fates
+            .get_mut(volume)
+            .and_then(VecDeque::pop_front)
+            .or(world.default_fate)
+            .unwrap_or(Fate::completes_after(0));
+        let id = SnapshotId::parse(&format!("snap-{}", Self::hex(world))).unwrap();
+        let facts = SnapshotFacts {
+            id: id.clone(),
+            volume_id: Some(volume.clone()),
+            state: SnapshotState::Pending,
+            progress: Some("0%".into()),
+            start_time: Some(now),
+            volume_size_gib: Some(100),
+            encrypted: true,
+            tags,
+        };
+        world.snapshots.insert(
+            id,
+            Snapshot {
+                facts: facts.clone(),
+                ends_at: now + chrono::Duration::from_std(fate.after).unwrap(),
+                end: fate.end,
+            },
+        );
+        facts
+    }
+
+    fn terminate(world: &mut World, instance: &InstanceId, retain: bool) {
+        if retain {
+            return;
+        }
+        if let Some(i) = world.instances.get_mut(instance) {
+            i.state = InstanceState::Terminated;
+        }
+        let attached: Vec<VolumeId> = world
+            .volumes
+            .iter()
+            .filter(|(_, v)| v.attached_to.as_ref() == Some(instance))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for id in attached {
+            let delete = world.volumes[&id].facts.delete_on_termination;
+            if delete {
+                let saved = world.snapshots.values().any(|s| {
+                    s.facts.volume_id.as_ref() == Some(&id)
+                        && s.facts.state == SnapshotState::Completed
+                });
+                world.volumes.remove(&id);
+                world.deleted.push(id.clone());
+                if !saved {
+                    world.deleted_unsaved.push(id);
+                }
+            } else if let Some(v) = world.volumes.get_mut(&id) {
+                v.attached_to = None;
+            }
+        }
+    }
+}
+
+impl Inventory for FakeCloud {
+    async fn describe_instance(&self, id: &InstanceId) -> Result<Option<InstanceFacts>, AwsError> {
+        let world = self.call("DescribeInstances")?;
+        Ok(world.instances.get(id).map(|i| InstanceFacts {
+            id: id.clone(),
+            state: i.state.clone(),
+            instance_type: "m5.large".into(),
+            root_device_name: Some(i.root_device.clone()),
+        }))
+    }
+
+    async fn attached_volumes(&self, id: &InstanceId) -> Result<Vec<VolumeFacts>, AwsError> {
+        let world = self.call("DescribeVolumes")?;
+        Ok(world
+            .volumes
+            .values()
+            .filter(|v| v.attached_to.as_ref() == Some(id))
+            .map(|v| v.facts.clone())
+            .collect())
+    }
+
+    async fn instance_store_disks(&self, _instance_type: &str) -> Result<Option<u32>, AwsError> {
+        let _world = self.call("DescribeInstanceTypes")?;
+        Ok(Some(0))
+    }
+
+    async fn keep_volumes(
+        &self,
+        instance_id: &InstanceId,
+        volumes: &[(VolumeId, String)],
+        tags: &Tags,
+    ) -> Result<(), AwsError> {
+        let mut world = self.call("ModifyInstanceAttribute")?;
+        for (id, device) in volumes {
+            match world.volumes.get_mut(id) {
+                Some(v)
+                    if v.attached_to.as_ref() == Some(instance_id) && v.facts.device == *device =>
+                {
+                    v.facts.delete_on_termination = false;
+                }
+                _ => {
+                    return Err(AwsError::new(
+                        "ModifyInstanceAttribute",
+                        AwsErrorKind::Rejected,
+                        "no such device",
+                    ))
+                }
+            }
+        }
+        drop(world);
+        let mut world = self.call("CreateTags")?;
+        for (id, _) in volumes {
+            if let Some(v) = world.volumes.get_mut(id) {
+                v.facts.tags.extend(tags.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl SnapshotStore for FakeCloud {
+    async fn find_snapshots(&self, query: &SnapshotQuery) -> Result<Vec<SnapshotFacts>, AwsError> {
+        let world = self.call("DescribeSnapshots")?;
+        Ok(world
+            .snapshots
+            .values()
+            .filter(|s| match query {
+                SnapshotQuery::Tagged { key, values } => {
+                    s.facts.tags.get(key).is_some_and(|v| values.contains(v))
+                }
+                SnapshotQuery::Ids(ids) => ids.contains(&s.facts.id),
+            })
+            .map(|s| s.facts.clone())
+            .collect())
+    }
+
+    async fn create_snapshot_set(
+        &self,
+        request: &SnapshotSetRequest,
+    ) -> Result<Vec<SnapshotFacts>, AwsError> {
+        let now = self.clock.now();
+        let mut world = self.call("CreateSnapshots")?;
+        let Some(instance) = world.instances.get(&request.instance_id).cloned() else {
+            return Err(AwsError::new(
+                "CreateSnapshots",
+                AwsErrorKind::InstanceNotFound,
+                "no such instance",
+            ));
+        };
+        let volumes: Vec<VolumeFacts> = world
+            .volumes
+            .values()
+            .filter(|v| v.attached_to.as_ref() == Some(&request.instance_id))
+            .filter(|v| !(request.exclude_boot_volume && v.facts.device == instance.root_device))
+            .filter(|v| !request.exclude_data_volumes.contains(&v.facts.id))
+            .map(|v| v.facts.clone())
+            .collect();
+        let mut created = Vec::new();
+        for volume in volumes {
+            let mut tags = request.tags.clone();
+            if request.copy_volume_tags {
+                for (k, v) in &volume.tags {
+                    tags.entry(k.clone()).or_insert_with(|| v.clone());
+                }
+            }
+            created.push(Self::snapshot(&mut world, &volume.id, tags, now));
+        }
+        Ok(created)
+    }
+
+    async fn create_snapshot(&self, request: &SnapshotRequest) -> Result<SnapshotFacts, AwsError> {
+        let now = self.clock.now();
+        let mut world = self.call("CreateSnapshot")?;
+        if !world.volumes.contains_key(&request.volume_id) {
+            return Err(AwsError::new(
+                "CreateSnapshot",
+                AwsErrorKind::Rejected,
+                "no such volume",
+            ));
+        }
+        Ok(Self::snapshot(
+            &mut world,
+            &request.volume_id,
+            request.tags.clone(),
+            now,
+        ))
+    }
+
+    async fn tag_snapshots(&self, ids: &[SnapshotId], tags: &Tags) -> Result<(), AwsError> {
+        let mut world = self.call("CreateTags")?;
+        for id in ids {
+            if let Some(s) = world.snapshots.get_mut(id) {
+                s.facts.tags.extend(tags.clone());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Lifecycle for FakeCloud {
+    async fn heartbeat(&self, action: &ActionRef) -> Result<(), AwsError> {
+        let mut world = self.call("RecordLifecycleActionHeartbeat")?;
+        match world.actions.get_mut(&action.instance_id) {
+            Some(a) if a.active => {
+                a.heartbeats += 1;
+                Ok(())
+            }
+            _ => Err(no_active_action("RecordLifecycleActionHeartbeat")),
+        }
+    }
+
+    async fn complete(&self, action: &ActionRef, result: ActionResult) -> Result<(), AwsError> {
+        let mut world = self.call("CompleteLifecycleAction")?;
+        match world.actions.get_mut(&action.instance_id) {
+            Some(a) if a.active => {
+                a.active = false;
+                a.result = Some(result);
+                a.completions += 1;
+            }
+            _ => return Err(no_active_action("CompleteLifecycleAction")),
+        }
+        if result == ActionResult::Continue {
+            let unsaved = world.volumes.values().any(|v| {
+                v.attached_to.as_ref() == Some(&action.instance_id)
+                    && !world.snapshots.values().any(|s| {
+                        s.facts.volume_id.as_ref() == Some(&v.facts.id)
+                            && s.facts.state == SnapshotState::Completed
+                    })
+                    && (v.facts.delete_on_termination
+                        || v.facts.tags.get("lifeboat:kept-by").is_none())
+            });
+            if unsaved {
+                world.unsafe_continues.push(action.instance_id.clone());
+            }
+        }
+        let retain = result == ActionResult::Abandon
+            && world
+                .instances
+                .get(&action.instance_id)
+                .is_some_and(|i| i.retain_on_abandon);
+        Self::terminate(&mut world, &action.instance_id, retain);
+        Ok(())
+    }
+
+    async fn hook_facts(
+        &self,
+        group: &GroupName,
+        hook: &HookName,
+    ) -> Result<Option<HookFacts>, AwsError> {
+        let world = self.call("DescribeLifecycleHooks")?;
+        Ok(world.hooks.get(&(group.clone(), hook.clone())).cloned())
+    }
+
+    async fn waiting_instances(
+        &self,
+        scope: &GroupScope,
+    ) -> Result<Vec<WaitingInstance>, AwsError> {
+        let world = self.call("DescribeAutoScalingGroups")?;
+        Ok(world
+            .instances
+            .iter()
+            .filter(|(id, _)| world.actions.get(*id).is_some_and(|a| a.active))
+            .filter(|(_, i)| match scope {
+                GroupScope::All => true,
+                GroupScope::Named(names) => names.contains(&i.group),
+            })
+            .map(|(id, i)| WaitingInstance {
+                group: i.group.clone(),
+                instance_id: id.clone(),
+            })
+            .collect())
+    }
+}
+
+fn no_active_action(operation: &'static str) -> AwsError {
+    AwsError {
+        operation,
+        kind: AwsErrorKind::NoActiveAction,
+        code: Some("ValidationError".into()),
+        message: Some("No active Lifecycle Action found".into()),
+        source: None,
+    }
+}

@@ -1,0 +1,553 @@
+//! Configuration: the defaults from environment variables (validated once, at start-up; a bad
+//! variable stops the function with an error naming it) and the per-group overrides a hook's
+//! `NotificationMetadata` may carry (validated per rescue; a bad override never stops a rescue,
+//! it falls back to the safest settings).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::ids::{GroupName, HookName, InvalidId};
+
+/// One environment variable lifeboat reads: the README's configuration table and the SAM
+/// template's parameters are checked against this list by the tests.
+pub struct EnvVar {
+    pub name: &'static str,
+    pub default: &'static str,
+    pub meaning: &'static str,
+}
+
+pub const ENV_VARS: &[EnvVar] = &[
+    EnvVar {
+        name: "LIFEBOAT_HOOK_NAMES",
+        default: "lifeboat",
+        meaning: "Comma-separated termination hook names lifeboat serves; events of other hooks are ignored.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_GROUPS",
+        default: "",
+        meaning: "Comma-separated Auto Scaling groups lifeboat serves; empty means every group that has one of the hooks.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_INCLUDE_BOOT_VOLUME",
+        default: "true",
+        meaning: "Snapshot the boot volume too. When false the boot volume is not snapshotted but kept (DeleteOnTermination=false).",
+    },
+    EnvVar {
+        name: "LIFEBOAT_SKIP_TAG",
+        default: "lifeboat:skip",
+        meaning: "A volume carrying this tag key with value `true` is not snapshotted but kept (DeleteOnTermination=false). Empty disables.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_MAX_ATTEMPTS",
+        default: "3",
+        meaning: "Snapshot attempts per volume (1-10) before the rescue fails safe.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_INLINE_WAIT_SECONDS",
+        default: "120",
+        meaning: "How long one invocation waits for snapshots to complete (0-840) before leaving the rest to the completion event and the sweep.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_WARM_POOL_ACTION",
+        default: "continue",
+        meaning: "`continue`: complete a scale-in into the warm pool at once; `ignore`: leave it to its hook's timeout.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_DEADLINE_MARGIN_SECONDS",
+        default: "30",
+        meaning: "Stop waiting this long (5-300) before the Lambda deadline.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_GLOBAL_TIMEOUT_MARGIN_SECONDS",
+        default: "900",
+        meaning: "Fail safe this long (60-21600) before the hook's global timeout, at most a quarter of that timeout.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_SWEEP_INTERVAL_SECONDS",
+        default: "300",
+        meaning: "How often the sweep runs (60-3600); must match the schedule. A hook whose heartbeat timeout is shorter cannot be held between sweeps.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_POLL_INITIAL_SECONDS",
+        default: "5",
+        meaning: "First pause between two checks of a snapshot set (0-300); it grows by half each round, jittered.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_POLL_MAX_SECONDS",
+        default: "30",
+        meaning: "Longest pause between two checks of a snapshot set (0-600).",
+    },
+    EnvVar {
+        name: "LIFEBOAT_SWEEP_CONCURRENCY",
+        default: "8",
+        meaning: "Rescues the sweep works on at once (1-64).",
+    },
+    EnvVar {
+        name: "LIFEBOAT_METRICS_NAMESPACE",
+        default: "Lifeboat",
+        meaning: "CloudWatch namespace of the Embedded Metric Format lines.",
+    },
+];
+
+/// A bad environment variable: names it, its value and what is wrong.
+#[derive(Debug, thiserror::Error)]
+#[error("environment variable {name}={value:?} is not valid: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+/// What a warm-pool scale-in (a terminate action whose destination is the warm pool) gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WarmPoolAction {
+    /// Complete the action with CONTINUE at once: the instance is not terminated.
+    Continue,
+    /// Do nothing; the hook's timeout applies its default result.
+    Ignore,
+}
+
+/// The settings that shape one rescue; the defaults come from the environment, a group may
+/// override them through its hook's `NotificationMetadata`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RescueSettings {
+    pub include_boot_volume: bool,
+    /// Tag key that marks a volume not to snapshot; `None` snapshots every volume.
+    pub skip_tag: Option<String>,
+    pub max_attempts: u32,
+    pub inline_wait: Duration,
+    pub warm_pool: WarmPoolAction,
+}
+
+impl RescueSettings {
+    /// The settings used when a group's override is rejected: every volume, boot included,
+    /// skip tags ignored. The rest keeps the environment's defaults.
+    pub fn safest(&self) -> Self {
+        Self {
+            include_boot_volume: true,
+            skip_tag: None,
+            ..self.clone()
+        }
+    }
+}
+
+/// The pauses between two checks of a snapshot set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PollSchedule {
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+impl PollSchedule {
+    /// The pause before check number `round` (0-based): grows by half each round up to `max`,
+    /// then takes a random 50-100 % of it so that many rescues do not poll in step.
+    pub fn pause(&self, round: u32) -> Duration {
+        let grown = self.initial.as_secs_f64() * 1.5f64.powi(round.min(30) as i32);
+        let capped = grown.min(self.max.as_secs_f64());
+        Duration::from_secs_f64(capped * (0.5 + fastrand::f64() * 0.5))
+    }
+}
+
+/// Everything lifeboat is configured with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hooks: Vec<HookName>,
+    /// Empty: every group that has one of `hooks`.
+    pub groups: Vec<GroupName>,
+    pub defaults: RescueSettings,
+    pub deadline_margin: Duration,
+    pub global_timeout_margin: Duration,
+    pub sweep_interval: Duration,
+    pub poll: PollSchedule,
+    pub sweep_concurrency: usize,
+    pub metrics_namespace: String,
+}
+
+impl Config {
+    /// Reads the configuration from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads the configuration through `lookup` (a variable that is unset gets its default).
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let read = |name: &'static str| -> Var {
+            let default = ENV_VARS
+                .iter()
+                .find(|v| v.name == name)
+                .map(|v| v.default)
+                .unwrap_or("");
+            Var {
+                name,
+                value: lookup(name).unwrap_or_else(|| default.to_owned()),
+            }
+        };
+        let poll = PollSchedule {
+            initial: read("LIFEBOAT_POLL_INITIAL_SECONDS").seconds(0, 300)?,
+            max: read("LIFEBOAT_POLL_MAX_SECONDS").seconds(0, 600)?,
+        };
+        if poll.max < poll.initial {
+            return Err(ConfigError {
+                name: "LIFEBOAT_POLL_MAX_SECONDS",
+                value: poll.max.as_secs().to_string(),
+                reason: "must not be less than LIFEBOAT_POLL_INITIAL_SECONDS".into(),
+            });
+        }
+        let hooks = read("LIFEBOAT_HOOK_NAMES").list(HookName::parse)?;
+        if hooks.is_empty() {
+            return Err(ConfigError {
+                name: "LIFEBOAT_HOOK_NAMES",
+                value: String::new(),
+                reason: "name at least one termination hook".into(),
+            });
+        }
+        let skip_tag = read("LIFEBOAT_SKIP_TAG");
+        Ok(Self {
+            hooks,
+            groups: read("LIFEBOAT_GROUPS").list(GroupName::parse)?,
+            defaults: RescueSettings {
+                include_boot_volume: read("LIFEBOAT_INCLUDE_BOOT_VOLUME").boolean()?,
+                skip_tag: check_skip_tag(&skip_tag.value)
+                    .map_err(|reason| skip_tag.error(reason))?,
+                max_attempts: read("LIFEBOAT_MAX_ATTEMPTS").integer(1, 10)? as u32,
+                inline_wait: read("LIFEBOAT_INLINE_WAIT_SECONDS").seconds(0, 840)?,
+                warm_pool: read("LIFEBOAT_WARM_POOL_ACTION").warm_pool()?,
+            },
+            deadline_margin: read("LIFEBOAT_DEADLINE_MARGIN_SECONDS").seconds(5, 300)?,
+            global_timeout_margin: read("LIFEBOAT_GLOBAL_TIMEOUT_MARGIN_SECONDS")
+                .seconds(60, 21_600)?,
+            sweep_interval: read("LIFEBOAT_SWEEP_INTERVAL_SECONDS").seconds(60, 3600)?,
+            poll,
+            sweep_concurrency: read("LIFEBOAT_SWEEP_CONCURRENCY").integer(1, 64)? as usize,
+            metrics_namespace: read("LIFEBOAT_METRICS_NAMESPACE").text(1, 255)?,
+        })
+    }
+
+    pub fn serves_hook(&self, hook: &HookName) -> bool {
+        self.hooks.contains(hook)
+    }
+
+    pub fn serves_group(&self, group: &GroupName) -> bool {
+        self.groups.is_empty() || self.groups.contains(group)
+    }
+
+    /// The settings for one rescue: the defaults, overridden by the hook's metadata when that
+    /// is valid; the safest settings and the reason when it is not.
+    pub fn settings_for(&self, metadata: Option<&str>) -> (RescueSettings, Option<OverrideError>) {
+        match GroupOverrides::parse(metadata) {
+            Ok(overrides) => (overrides.apply(&self.defaults), None),
+            Err(err) => (self.defaults.safest(), Some(err)),
+        }
+    }
+}
+
+/// A variable's name and value (set or default), with the typed readers.
+struct Var {
+    name: &'static str,
+    value: String,
+}
+
+impl Var {
+    fn error(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError {
+            name: self.name,
+            value: self.value.chars().take(200).collect(),
+            reason: reason.into(),
+        }
+    }
+
+    fn integer(&self, min: u64, max: u64) -> Result<u64, ConfigError> {
+        let n: u64 = self
+            .value
+            .trim()
+            .parse()
+            .map_err(|_| self.error("expected a whole number"))?;
+        if n < min || n > max {
+            return Err(self.error(format!("must be between {min} and {max}")));
+        }
+        Ok(n)
+    }
+
+    fn seconds(&self, min: u64, max: u64) -> Result<Duration, ConfigError> {
+        self.integer(min, max).map(Duration::from_secs)
+    }
+
+    fn boolean(&self) -> Result<bool, ConfigError> {
+        match self.value.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(self.error("expected true or false")),
+        }
+    }
+
+    fn text(&self, min: usize, max: usize) -> Result<String, ConfigError> {
+        let len = self.value.chars().count();
+        if len < min || len > max || self.value.chars().any(char::is_control) {
+            return Err(self.error(format!("expected {min} to {max} printable characters")));
+        }
+        Ok(self.value.clone())
+    }
+
+    fn warm_pool(&self) -> Result<WarmPoolAction, ConfigError> {
+        match self.value.trim() {
+            "continue" => Ok(WarmPoolAction::Continue),
+            "ignore" => Ok(WarmPoolAction::Ignore),
+            _ => Err(self.error("expected continue or ignore")),
+        }
+    }
+
+    fn list<T>(&self, parse: impl Fn(&str) -> Result<T, InvalidId>) -> Result<Vec<T>, ConfigError> {
+        self.value
+            .split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| parse(item).map_err(|err| self.error(err.to_string())))
+            .collect()
+    }
+}
+
+fn check_skip_tag(value: &str) -> Result<Option<String>, String> {
+    let value = value.trim();
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.chars().count() > 128 || value.chars().any(char::is_control) {
+        return Err("a tag key is 1 to 128 printable characters".into());
+    }
+    if value.starts_with("aws:") {
+        return Err("tag keys starting with aws: are reserved".into());
+    }
+    Ok(Some(value.to_owned()))
+}
+
+/// A rejected per-group override: the key (or `NotificationMetadata` itself) and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("NotificationMetadata override {key:?} rejected: {reason}")]
+pub struct OverrideError {
+    pub key: String,
+    pub reason: String,
+}
+
+/// The per-group overrides, as the hook's `NotificationMetadata` JSON object spells them: the
+/// environment variable's name without `LIFEBOAT_`, in lower case.
+#[derive(Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+struct GroupOverrides {
+    include_boot_volume: Option<bool>,
+    skip_tag: Option<String>,
+    max_attempts: Option<u32>,
+    inline_wait_seconds: Option<u64>,
+    warm_pool_action: Option<WarmPoolAction>,
+}
+
+/// AWS allows up to 4000 characters of metadata; anything longer did not come from AWS.
+const METADATA_MAX_CHARS: usize = 4000;
+
+impl GroupOverrides {
+    fn parse(metadata: Option<&str>) -> Result<Self, OverrideError> {
+        let Some(text) = metadata.map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(Self::default());
+        };
+        let whole = |reason: String| OverrideError {
+            key: "NotificationMetadata".into(),
+            reason,
+        };
+        if text.chars().count() > METADATA_MAX_CHARS {
+            return Err(whole(format!(
+                "longer than {METADATA_MAX_CHARS} characters"
+            )));
+        }
+        if !text.starts_with('{') {
+            return Err(whole("expected a JSON object".into()));
+        }
+        let mut deserializer = serde_json::Deserializer::from_str(text);
+        let overrides: Self =
+            serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
+                let inner = err.inner().to_string();
+                let key = match err.path().to_string() {
+                    path if path != "." => path,
+                    _ => unknown_field(&inner).unwrap_or_else(|| "NotificationMetadata".into()),
+                };
+                OverrideError { key, reason: inner }
+            })?;
+        deserializer.end().map_err(|err| whole(err.to_string()))?;
+        overrides.validate()?;
+        Ok(overrides)
+    }
+
+    fn validate(&self) -> Result<(), OverrideError> {
+        let bad = |key: &str, reason: &str| OverrideError {
+            key: key.into(),
+            reason: reason.into(),
+        };
+        if let Some(n) = self.max_attempts {
+            if !(1..=10).contains(&n) {
+                return Err(bad("max_attempts", "must be between 1 and 10"));
+            }
+        }
+        if let Some(s) = self.inline_wait_seconds {
+            if s > 840 {
+                return Err(bad("inline_wait_seconds", "must be between 0 and 840"));
+            }
+        }
+        if let Some(tag) = &self.skip_tag {
+            check_skip_tag(tag).map_err(|reason| bad("skip_tag", &reason))?;
+        }
+        Ok(())
+    }
+
+    fn apply(self, defaults: &RescueSettings) -> RescueSettings {
+        RescueSettings {
+            include_boot_volume: self
+                .include_boot_volume
+                .unwrap_or(defaults.include_boot_volume),
+            skip_tag: match self.skip_tag {
+                Some(tag) => check_skip_tag(&tag).ok().flatten(),
+                None => defaults.skip_tag.clone(),
+            },
+            max_attempts: self.max_attempts.unwrap_or(defaults.max_attempts),
+            inline_wait: self
+                .inline_wait_seconds
+                .map(Duration::from_secs)
+                .unwrap_or(defaults.inline_wait),
+            warm_pool: self.warm_pool_action.unwrap_or(defaults.warm_pool),
+        }
+    }
+}
+
+/// serde names an unknown field in its message ("unknown field `x`, expected …"); take it out.
+fn unknown_field(message: &str) -> Option<String> {
+    let rest = message.strip_prefix("unknown field `")?;
+    Some(rest.split('`').next()?.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_are_safe() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.hooks, vec![HookName::parse("lifeboat").unwrap()]);
+        assert!(c.groups.is_empty());
+        assert!(c.defaults.include_boot_volume);
+        assert_eq!(c.defaults.skip_tag.as_deref(), Some("lifeboat:skip"));
+        assert_eq!(c.defaults.max_attempts, 3);
+        assert_eq!(c.defaults.inline_wait, Duration::from_secs(120));
+        assert_eq!(c.sweep_interval, Duration::from_secs(300));
+    }
+
+    #[test]
+    fn every_bad_variable_is_named() {
+        let cases = [
+            ("LIFEBOAT_MAX_ATTEMPTS", "0"),
+            ("LIFEBOAT_MAX_ATTEMPTS", "three"),
+            ("LIFEBOAT_INLINE_WAIT_SECONDS", "900"),
+            ("LIFEBOAT_INCLUDE_BOOT_VOLUME", "yes"),
+            ("LIFEBOAT_HOOK_NAMES", "bad hook"),
+            ("LIFEBOAT_HOOK_NAMES", " , "),
+            ("LIFEBOAT_GROUPS", "ok,bad\u{7}"),
+            ("LIFEBOAT_WARM_POOL_ACTION", "abandon"),
+            ("LIFEBOAT_SKIP_TAG", "aws:skip"),
+            ("LIFEBOAT_POLL_MAX_SECONDS", "1"),
+            ("LIFEBOAT_SWEEP_INTERVAL_SECONDS", "10"),
+        ];
+        for (name, value) in cases {
+            let err = config(&[(name, value)]).unwrap_err();
+            assert_eq!(err.name, name, "{name}={value}");
+            assert!(err.to_string().contains(name));
+        }
+    }
+
+    #[test]
+    fn lists_are_trimmed_and_may_name_several() {
+        let c = config(&[
+            ("LIFEBOAT_HOOK_NAMES", "a, b"),
+            ("LIFEBOAT_GROUPS", "g1,,g2 "),
+        ])
+        .unwrap();
+        assert_eq!(c.hooks.len(), 2);
+        assert_eq!(c.groups.len(), 2);
+        assert!(c.serves_group(&GroupName::parse("g2").unwrap()));
+        assert!(!c.serves_group(&GroupName::parse("g3").unwrap()));
+    }
+
+    #[test]
+    fn valid_overrides_apply_key_by_key() {
+        let c = config(&[]).unwrap();
+        let (s, err) = c.settings_for(Some(r#"{"include_boot_volume": false, "max_attempts": 5}"#));
+        assert!(err.is_none());
+        assert!(!s.include_boot_volume);
+        assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.skip_tag, c.defaults.skip_tag);
+        let (s, err) = c.settings_for(Some("   "));
+        assert!(err.is_none());
+        assert_eq!(s, c.defaults);
+    }
+
+    #[test]
+    fn bad_overrides_name_the_key_and_fall_back_to_the_safest_settings() {
+        let c = config(&[("LIFEBOAT_INCLUDE_BOOT_VOLUME", "false")]).unwrap();
+        let long = format!("{{\"skip_tag\": \"{}\"}}", "x".repeat(5000));
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let cases: Vec<(String, &str)> = vec![
+            (r#"{"max_attempts": "five"}"#.into(), "max_attempts"),
+            (r#"{"max_attempts": 50}"#.into(), "max_attempts"),
+            (
+                r#"{"include_boot_volume": 1}"#.into(),
+                "include_boot_volume",
+            ),
+            (
+                r#"{"snapshot_everything": true}"#.into(),
+                "snapshot_everything",
+            ),
+            (r#"{"skip_tag": "aws:x"}"#.into(), "skip_tag"),
+            (
+                r#"{"inline_wait_seconds": -1}"#.into(),
+                "inline_wait_seconds",
+            ),
+            ("team=payments".into(), "NotificationMetadata"),
+            (
+                r#"{"max_attempts": 2} trailing"#.into(),
+                "NotificationMetadata",
+            ),
+            (long, "NotificationMetadata"),
+            (deep, "NotificationMetadata"),
+        ];
+        for (metadata, key) in cases {
+            let (s, err) = c.settings_for(Some(&metadata));
+            let err = err.unwrap_or_else(|| panic!("accepted {metadata:.60}"));
+            assert_eq!(err.key, key, "{metadata:.60}");
+            assert!(
+                s.include_boot_volume,
+                "safest settings snapshot the boot volume"
+            );
+            assert_eq!(s.skip_tag, None, "safest settings ignore skip tags");
+        }
+    }
+
+    #[test]
+    fn poll_pauses_grow_and_stay_within_bounds() {
+        let p = PollSchedule {
+            initial: Duration::from_secs(4),
+            max: Duration::from_secs(30),
+        };
+        for round in 0..40 {
+            let pause = p.pause(round);
+            assert!(pause <= Duration::from_secs(30));
+            assert!(pause >= Duration::from_secs(2));
+        }
+        assert!(p.pause(0) <= Duration::from_secs(4));
+    }
+}

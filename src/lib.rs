@@ -1,0 +1,23 @@
+//! lifeboat: an AWS Lambda function that stands between an EC2 Auto Scaling group and the loss
+//! of data. A termination lifecycle hook holds the doomed instance; lifeboat snapshots every
+//! attached EBS volume, waits until every snapshot is complete, and only then lets the instance
+//! go. When it cannot, it keeps the volumes and does not wave the termination through.
+//!
+//! The crate's map:
+//! - [`event`]: incoming JSON → one enum of what happened.
+//! - [`config`]: defaults from the environment, per-group overrides, validated once.
+//! - [`rescue`]: the domain — plan, start, check, [`rescue::decision`], fail safe. No SDK types.
+//! - [`sweep`]: the scheduled pass that resumes, holds and starts rescues.
+//! - [`handler`]: one event in, the right rescue operations, one [`report::Report`] out.
+//! - [`aws`]: the ports (small traits in lifeboat's types) and their AWS SDK adapters.
+//! - [`ids`], [`clock`], [`telemetry`], [`report`]: validated ids, time, logs and metrics,
+//!   the invocation's result.
+//! - [`replay`]: `lifeboat replay EVENT.json`, the handler run in-process on one file.
+
+pub mod aws;
+pub mod clock;
+pub mod config;
+pub mod ids;
+pub mod report;
+pub mod rescue;
+pub mod telemetry;

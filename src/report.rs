@@ -1,0 +1,115 @@
+//! What an invocation did, as one JSON document: the Lambda's response, `lifeboat replay`'s
+//! output and the source of the one summary log line per invocation.
+
+use serde::Serialize;
+
+use crate::aws::SnapshotState;
+use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
+use crate::rescue::label::RescueState;
+
+/// How a rescue stands at the end of this invocation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Every volume had a completed snapshot; the action was completed with CONTINUE.
+    Released,
+    /// Snapshots still running; the completion event or the sweep resumes the rescue.
+    Waiting,
+    /// Volumes without a completed snapshot were kept and the action completed with ABANDON.
+    FailedSafe,
+    /// The lifecycle action was over before lifeboat could complete it.
+    Ended,
+    /// The rescue had already finished before this invocation.
+    AlreadyFinished,
+}
+
+/// One volume of a rescue: its best snapshot so far.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct VolumeReport {
+    pub device: String,
+    pub volume_id: VolumeId,
+    pub snapshot_id: Option<SnapshotId>,
+    pub state: Option<SnapshotState>,
+    pub progress: Option<String>,
+    pub attempts: u32,
+}
+
+/// A volume lifeboat kept (`DeleteOnTermination=false`) instead of letting it die unsaved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KeptVolume {
+    pub volume_id: VolumeId,
+    pub device: String,
+    pub reason: String,
+}
+
+/// One rescue's result.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RescueReport {
+    pub instance_id: InstanceId,
+    pub group: GroupName,
+    pub hook: HookName,
+    pub outcome: Outcome,
+    pub state: RescueState,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub volumes: Vec<VolumeReport>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kept_volumes: Vec<KeptVolume>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance_store_disks: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seconds_to_release: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub override_rejected: Option<String>,
+}
+
+/// Which kind of event an invocation handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventKind {
+    Termination,
+    WarmPoolScaleIn,
+    Launch,
+    TestNotification,
+    SnapshotCompletion,
+    Sweep,
+    Batch,
+}
+
+/// What one invocation did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Report {
+    pub event: EventKind,
+    /// What lifeboat made of the event when it started no rescue (ignored, acknowledged).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    pub rescues: Vec<RescueReport>,
+    /// Rescues this invocation could not move forward; the next event or sweep retries them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<String>,
+}
+
+impl Report {
+    pub fn note(event: EventKind, note: impl Into<String>) -> Self {
+        Self {
+            event,
+            note: Some(note.into()),
+            rescues: Vec::new(),
+            errors: Vec::new(),
+        }
+    }
+
+    pub fn rescues(event: EventKind, rescues: Vec<RescueReport>) -> Self {
+        Self {
+            event,
+            note: None,
+            rescues,
+            errors: Vec::new(),
+        }
+    }
+
+    /// How many rescues ended the invocation with each outcome.
+    pub fn count(&self, outcome: Outcome) -> usize {
+        self.rescues.iter().filter(|r| r.outcome == outcome).count()
+    }
+}

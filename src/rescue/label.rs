@@ -1,0 +1,304 @@
+//! Lifeboat's tags: the only place a rescue's state lives. Every snapshot of a rescue carries
+//! who it is for (instance, group, hook, action token), where the rescue stands (pending,
+//! released, failed, ended), when it started, which set and attempt made it, and a descriptor
+//! of every volume of the rescue (device, type, IOPS, throughput) so the set can be restored
+//! once the instance is gone. Volumes lifeboat keeps carry the `kept-*` tags.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+
+use crate::aws::{Tags, VolumeFacts};
+use crate::ids::{ActionToken, GroupName, HookName, InstanceId, VolumeId};
+
+pub const INSTANCE_ID: &str = "lifeboat:instance-id";
+pub const GROUP: &str = "lifeboat:group";
+pub const HOOK: &str = "lifeboat:hook";
+pub const ACTION_TOKEN: &str = "lifeboat:action-token";
+pub const STATE: &str = "lifeboat:state";
+pub const STARTED_AT: &str = "lifeboat:started-at";
+pub const ACTION_STARTED_AT: &str = "lifeboat:action-started-at";
+pub const SET: &str = "lifeboat:set";
+pub const ATTEMPT: &str = "lifeboat:attempt";
+/// `lifeboat:volume:<volume id>` → that volume's descriptor.
+pub const VOLUME_PREFIX: &str = "lifeboat:volume:";
+
+/// On a volume lifeboat kept (`DeleteOnTermination=false`): the instance it was kept from.
+pub const KEPT_BY: &str = "lifeboat:kept-by";
+pub const KEPT_REASON: &str = "lifeboat:kept-reason";
+pub const KEPT_AT: &str = "lifeboat:kept-at";
+
+/// The number of tags AWS allows on one resource.
+pub const MAX_TAGS_PER_RESOURCE: usize = 50;
+
+/// Where a rescue stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RescueState {
+    /// Snapshots are being taken; the instance is held.
+    Pending,
+    /// Every volume had a completed snapshot; lifeboat completed the action with CONTINUE.
+    Released,
+    /// Lifeboat kept the unsnapshotted volumes and completed the action with ABANDON.
+    Failed,
+    /// The action ended without lifeboat (timed out, completed by someone else).
+    Ended,
+}
+
+impl RescueState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Released => "released",
+            Self::Failed => "failed",
+            Self::Ended => "ended",
+        }
+    }
+
+    pub fn parse(value: &str) -> Option<Self> {
+        match value {
+            "pending" => Some(Self::Pending),
+            "released" => Some(Self::Released),
+            "failed" => Some(Self::Failed),
+            "ended" => Some(Self::Ended),
+            _ => None,
+        }
+    }
+
+    pub fn is_final(self) -> bool {
+        self != Self::Pending
+    }
+}
+
+impl fmt::Display for RescueState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a volume looked like when its rescue started: enough to restore it elsewhere.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VolumeDescriptor {
+    pub device: String,
+    pub volume_type: String,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+}
+
+impl VolumeDescriptor {
+    pub fn of(volume: &VolumeFacts) -> Self {
+        Self {
+            device: volume.device.clone(),
+            volume_type: volume.volume_type.clone(),
+            iops: volume.iops,
+            throughput: volume.throughput,
+        }
+    }
+
+    /// `device=/dev/sdf type=gp3 iops=3000 throughput=125`: readable in the console, no commas.
+    pub fn encode(&self) -> String {
+        let mut text = format!("device={} type={}", self.device, self.volume_type);
+        if let Some(iops) = self.iops {
+            text.push_str(&format!(" iops={iops}"));
+        }
+        if let Some(throughput) = self.throughput {
+            text.push_str(&format!(" throughput={throughput}"));
+        }
+        text
+    }
+
+    pub fn decode(text: &str) -> Option<Self> {
+        let mut fields: BTreeMap<&str, &str> = BTreeMap::new();
+        for part in text.split_whitespace() {
+            let (key, value) = part.split_once('=')?;
+            fields.insert(key, value);
+        }
+        let number = |key: &str| fields.get(key).and_then(|v| v.parse().ok());
+        Some(Self {
+            device: (*fields.get("device")?).to_owned(),
+            volume_type: fields.get("type").copied().unwrap_or_default().to_owned(),
+            iops: number("iops"),
+            throughput: number("throughput"),
+        })
+    }
+}
+
+pub fn timestamp(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+fn parse_time(text: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.with_timezone(&Utc))
+}
+
+/// What lifeboat's tags say of one snapshot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SnapshotLabel {
+    pub instance_id: InstanceId,
+    pub group: GroupName,
+    pub hook: HookName,
+    pub token: Option<ActionToken>,
+    pub state: RescueState,
+    pub started_at: DateTime<Utc>,
+    pub action_started_at: Option<DateTime<Utc>>,
+    pub set: String,
+    pub attempt: u32,
+    pub volumes: BTreeMap<VolumeId, VolumeDescriptor>,
+}
+
+/// A snapshot that carries lifeboat's instance tag but not a readable label.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("lifeboat tag {key} is missing or not valid")]
+pub struct LabelError {
+    pub key: &'static str,
+}
+
+impl SnapshotLabel {
+    /// `Ok(None)`: not a lifeboat snapshot. `Err`: claims to be one but cannot be read.
+    pub fn read(tags: &Tags) -> Result<Option<Self>, LabelError> {
+        let Some(instance) = tags.get(INSTANCE_ID) else {
+            return Ok(None);
+        };
+        let required =
+            |key: &'static str| tags.get(key).map(String::as_str).ok_or(LabelError { key });
+        let invalid = |key: &'static str| move |_| LabelError { key };
+        let volumes = tags
+            .iter()
+            .filter_map(|(key, value)| {
+                let id = VolumeId::parse(key.strip_prefix(VOLUME_PREFIX)?).ok()?;
+                Some((id, VolumeDescriptor::decode(value)?))
+            })
+            .collect();
+        Ok(Some(Self {
+            instance_id: InstanceId::parse(instance).map_err(invalid(INSTANCE_ID))?,
+            group: GroupName::parse(required(GROUP)?).map_err(invalid(GROUP))?,
+            hook: HookName::parse(required(HOOK)?).map_err(invalid(HOOK))?,
+            token: tags
+                .get(ACTION_TOKEN)
+                .and_then(|t| ActionToken::parse(t).ok()),
+            state: RescueState::parse(required(STATE)?).ok_or(LabelError { key: STATE })?,
+            started_at: parse_time(required(STARTED_AT)?).ok_or(LabelError { key: STARTED_AT })?,
+            action_started_at: tags.get(ACTION_STARTED_AT).and_then(|t| parse_time(t)),
+            set: required(SET)?.to_owned(),
+            attempt: tags.get(ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1),
+            volumes,
+        }))
+    }
+
+    /// The tags that say this label.
+    pub fn tags(&self) -> Tags {
+        let mut tags = Tags::new();
+        tags.insert(INSTANCE_ID.into(), self.instance_id.to_string());
+        tags.insert(GROUP.into(), self.group.to_string());
+        tags.insert(HOOK.into(), self.hook.to_string());
+        if let Some(token) = &self.token {
+            tags.insert(ACTION_TOKEN.into(), token.to_string());
+        }
+        tags.insert(STATE.into(), self.state.as_str().into());
+        tags.insert(STARTED_AT.into(), timestamp(self.started_at));
+        if let Some(at) = self.action_started_at {
+            tags.insert(ACTION_STARTED_AT.into(), timestamp(at));
+        }
+        tags.insert(SET.into(), self.set.clone());
+        tags.insert(ATTEMPT.into(), self.attempt.to_string());
+        for (id, descriptor) in &self.volumes {
+            tags.insert(format!("{VOLUME_PREFIX}{id}"), descriptor.encode());
+        }
+        tags
+    }
+}
+
+/// The tags that record a final state on every snapshot of a rescue.
+pub fn state_tags(state: RescueState) -> Tags {
+    Tags::from([(STATE.to_owned(), state.as_str().to_owned())])
+}
+
+/// The tags on a volume lifeboat kept.
+pub fn kept_tags(instance_id: &InstanceId, reason: &str, at: DateTime<Utc>) -> Tags {
+    Tags::from([
+        (KEPT_BY.to_owned(), instance_id.to_string()),
+        (KEPT_REASON.to_owned(), reason.chars().take(256).collect()),
+        (KEPT_AT.to_owned(), timestamp(at)),
+    ])
+}
+
+/// A new set id: the time and a random suffix, unique enough to tell two sets of one rescue
+/// apart (two invocations racing on one event).
+pub fn new_set_id(now: DateTime<Utc>) -> String {
+    format!(
+        "{}-{:06x}",
+        now.format("%Y%m%dT%H%M%SZ"),
+        fastrand::u32(..0x100_0000)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn label() -> SnapshotLabel {
+        SnapshotLabel {
+            instance_id: InstanceId::parse("i-0123456789abcdef0").unwrap(),
+            group: GroupName::parse("api-db").unwrap(),
+            hook: HookName::parse("lifeboat").unwrap(),
+            token: Some(ActionToken::parse("87654321-4321-4321-4321-210987654321").unwrap()),
+            state: RescueState::Pending,
+            started_at: parse_time("2026-11-25T10:00:00Z").unwrap(),
+            action_started_at: parse_time("2026-11-25T09:59:58Z"),
+            set: "20261125T100000Z-00abcd".into(),
+            attempt: 1,
+            volumes: BTreeMap::from([(
+                VolumeId::parse("vol-0123456789abcdef0").unwrap(),
+                VolumeDescriptor {
+                    device: "/dev/sdf".into(),
+                    volume_type: "gp3".into(),
+                    iops: Some(3000),
+                    throughput: Some(125),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn a_label_survives_a_round_trip_through_tags() {
+        let tags = label().tags();
+        assert_eq!(
+            tags["lifeboat:volume:vol-0123456789abcdef0"],
+            "device=/dev/sdf type=gp3 iops=3000 throughput=125"
+        );
+        assert_eq!(SnapshotLabel::read(&tags).unwrap(), Some(label()));
+    }
+
+    #[test]
+    fn a_snapshot_without_the_instance_tag_is_not_ours() {
+        assert_eq!(
+            SnapshotLabel::read(&Tags::from([("Name".into(), "x".into())])).unwrap(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_damaged_label_names_the_tag() {
+        let mut tags = label().tags();
+        tags.insert(STATE.into(), "maybe".into());
+        assert_eq!(SnapshotLabel::read(&tags).unwrap_err().key, STATE);
+        let mut tags = label().tags();
+        tags.remove(HOOK);
+        assert_eq!(SnapshotLabel::read(&tags).unwrap_err().key, HOOK);
+    }
+
+    #[test]
+    fn descriptors_without_iops_round_trip() {
+        let d = VolumeDescriptor {
+            device: "/dev/xvda".into(),
+            volume_type: "standard".into(),
+            iops: None,
+            throughput: None,
+        };
+        assert_eq!(VolumeDescriptor::decode(&d.encode()), Some(d));
+        assert_eq!(VolumeDescriptor::decode("type=gp3"), None);
+    }
+}

@@ -1,0 +1,525 @@
+//! The rescue's flow over the in-memory AWS: each test says GIVEN / WHEN / THEN and checks the
+//! world (snapshots, volumes, the action's result, deleted volumes), not a script of calls.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use super::*;
+use crate::aws::fake::{FakeCloud, Fate};
+use crate::aws::{InstanceState, SnapshotStore, Tags};
+use crate::clock::FakeClock;
+use crate::ids::{GroupName, HookName};
+use crate::telemetry::MetricSink;
+
+const GROUP: &str = "api-db";
+const HOOK: &str = "lifeboat";
+
+struct World {
+    cloud: FakeCloud,
+    clock: Arc<FakeClock>,
+    config: Config,
+    metrics: Metrics,
+}
+
+fn world() -> World {
+    world_with(&[])
+}
+
+fn world_with(vars: &[(&str, &str)]) -> World {
+    let clock = Arc::new(FakeClock::at(
+        DateTime::from_timestamp(1_800_000_000, 0).unwrap(),
+    ));
+    let cloud = FakeCloud::new(clock.clone());
+    cloud.add_hook(GROUP, HOOK, 900, None);
+    let vars: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let config = Config::from_lookup(|name| vars.get(name).cloned()).unwrap();
+    World {
+        cloud,
+        clock,
+        config,
+        metrics: Metrics::new("Lifeboat", MetricSink::Memory(Mutex::new(Vec::new()))),
+    }
+}
+
+impl World {
+    fn rescuer(&self) -> Rescuer<'_, FakeCloud, FakeClock> {
+        Rescuer {
+            cloud: &self.cloud,
+            clock: &self.clock,
+            config: &self.config,
+            metrics: &self.metrics,
+        }
+    }
+
+    fn termination(&self, instance: &InstanceId) -> Termination {
+        Termination {
+            action: ActionRef {
+                group: GroupName::parse(GROUP).unwrap(),
+                hook: HookName::parse(HOOK).unwrap(),
+                instance_id: instance.clone(),
+            },
+            token: None,
+            started_at: Some(self.clock.now()),
+        }
+    }
+
+    /// The termination event arrives; the invocation may wait `inline_s` seconds.
+    async fn deliver(
+        &self,
+        instance: &InstanceId,
+        inline_s: u64,
+    ) -> Result<RescueReport, RescueError> {
+        self.deliver_with(instance, inline_s, None).await
+    }
+
+    async fn deliver_with(
+        &self,
+        instance: &InstanceId,
+        inline_s: u64,
+        metadata: Option<&str>,
+    ) -> Result<RescueReport, RescueError> {
+        let (settings, rejected) = self.config.settings_for(metadata);
+        let until = self.clock.now() + to_chrono(Duration::from_secs(inline_s));
+        self.rescuer()
+            .on_termination(&self.termination(instance), settings, rejected, until)
+            .await
+    }
+
+    /// A completion event (or the sweep) resumes every rescue of the instance.
+    async fn resume(&self, instance: &InstanceId) -> Vec<RescueReport> {
+        let found = self
+            .cloud
+            .find_snapshots(&snapshots_of([instance.clone()]))
+            .await
+            .unwrap();
+        let mut reports = Vec::new();
+        for rescue in rescues_from(found)
+            .into_iter()
+            .filter(|r| !r.state.is_final())
+        {
+            reports.push(self.rescuer().resume(rescue).await.unwrap());
+        }
+        reports
+    }
+
+    /// The invariant, on the world itself.
+    fn assert_no_data_lost(&self) {
+        assert!(
+            self.cloud.deleted_unsaved().is_empty(),
+            "deleted without a completed snapshot: {:?}",
+            self.cloud.deleted_unsaved()
+        );
+        assert!(
+            self.cloud.unsafe_continues().is_empty(),
+            "CONTINUE with an unsaved volume: {:?}",
+            self.cloud.unsafe_continues()
+        );
+    }
+
+    fn snapshots_per_volume(&self, volumes: &[VolumeId]) -> Vec<usize> {
+        volumes
+            .iter()
+            .map(|v| self.cloud.snapshots_of(v).len())
+            .collect()
+    }
+}
+
+#[tokio::test]
+async fn fresh_start_snapshots_every_volume_once_and_releases_when_all_complete() {
+    // GIVEN the story's instance: API, PostgreSQL and MongoDB on three volumes, held in Terminating:Wait
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf", "/dev/sdg"]);
+    // WHEN the termination event arrives and the snapshots take 30 s
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN one crash-consistent set was taken, and the instance released with CONTINUE
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 1);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1, 1]);
+    assert_eq!(
+        w.cloud.action(&instance).result,
+        Some(ActionResult::Continue)
+    );
+    w.assert_no_data_lost();
+    // AND every snapshot carries the rescue's label, its device and the volume's own tags
+    for volume in &volumes {
+        let snapshot = &w.cloud.snapshots_of(volume)[0];
+        let label = SnapshotLabel::read(&snapshot.tags).unwrap().unwrap();
+        assert_eq!(label.instance_id, instance);
+        assert_eq!(label.state, RescueState::Released);
+        assert_eq!(label.volumes.len(), 3);
+        assert!(snapshot.tags.contains_key("Name"), "volume tags copied");
+        assert_eq!(
+            report
+                .volumes
+                .iter()
+                .find(|v| &v.volume_id == volume)
+                .unwrap()
+                .state,
+            Some(SnapshotState::Completed)
+        );
+    }
+    assert_eq!(w.cloud.instance_state(&instance), InstanceState::Terminated);
+    assert!(w
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("RescuesReleased")));
+}
+
+#[tokio::test]
+async fn a_repeated_event_never_snapshots_twice() {
+    // GIVEN a rescue already started by a first delivery that left it waiting
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(3600));
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    // WHEN the same event is delivered twice more
+    for _ in 0..2 {
+        assert_eq!(
+            w.deliver(&instance, 0).await.unwrap().outcome,
+            Outcome::Waiting
+        );
+    }
+    // THEN there is still one snapshot per volume and the action is still held
+    assert_eq!(w.cloud.count("CreateSnapshots"), 1);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    assert!(w.cloud.action(&instance).active);
+    // AND after release, a late duplicate finds the rescue finished and changes nothing
+    w.clock.advance(Duration::from_secs(3600));
+    assert_eq!(w.resume(&instance).await[0].outcome, Outcome::Released);
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::AlreadyFinished
+    );
+    assert_eq!(w.cloud.action(&instance).completions, 1);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn pending_beyond_the_inline_wait_is_released_by_the_resume() {
+    // GIVEN snapshots that take two hours
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(7200));
+    let (instance, _) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    // WHEN the event's invocation waits its 120 s inline
+    let first = w.deliver(&instance, 120).await.unwrap();
+    // THEN it leaves the rescue waiting, the instance held
+    assert_eq!(first.outcome, Outcome::Waiting);
+    assert!(w.cloud.action(&instance).active);
+    // WHEN the sweep comes back every five minutes until the snapshots complete
+    let mut outcome = Outcome::Waiting;
+    while outcome == Outcome::Waiting {
+        w.clock.advance(Duration::from_secs(300));
+        outcome = w.resume(&instance).await[0].outcome;
+    }
+    // THEN the rescue is released, and the hold was renewed along the way
+    assert_eq!(outcome, Outcome::Released);
+    assert!(w.cloud.action(&instance).heartbeats >= 8);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_snapshot_in_error_is_taken_again_and_then_released() {
+    // GIVEN the data volume's first snapshot ends in error
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud.script(
+        &volumes[1],
+        &[Fate::fails_after(20), Fate::completes_after(40)],
+    );
+    // WHEN the event arrives
+    let report = w.deliver(&instance, 300).await.unwrap();
+    // THEN that volume was snapshotted again, alone, and the rescue released
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 2]);
+    assert_eq!(w.cloud.count("CreateSnapshot"), 1);
+    let retried = w.cloud.snapshots_of(&volumes[1]);
+    assert!(retried
+        .iter()
+        .any(|s| s.tags.get(label::ATTEMPT).map(String::as_str) == Some("2")));
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn attempts_exhausted_fail_safe_keeps_the_volumes_and_abandons() {
+    // GIVEN a volume whose snapshots always fail
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf", "/dev/sdg"]);
+    w.cloud.script(&volumes[2], &[Fate::fails_after(10); 5]);
+    // WHEN the rescue runs
+    let report = w.deliver(&instance, 600).await.unwrap();
+    // THEN after three attempts it fails safe: ABANDON, never CONTINUE
+    assert_eq!(report.outcome, Outcome::FailedSafe);
+    assert_eq!(w.snapshots_per_volume(&volumes)[2], 3);
+    assert_eq!(
+        w.cloud.action(&instance).result,
+        Some(ActionResult::Abandon)
+    );
+    // AND the unsaved volume survived the termination, tagged for the operator
+    let kept = w
+        .cloud
+        .volume(&volumes[2])
+        .expect("the unsaved volume still exists");
+    assert!(!kept.delete_on_termination);
+    assert_eq!(kept.tags.get(label::KEPT_BY), Some(&instance.to_string()));
+    assert_eq!(report.kept_volumes.len(), 1);
+    // AND the saved ones were deleted only after their snapshots completed
+    w.assert_no_data_lost();
+    assert!(w
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("RescuesFailedSafe")));
+    let label = SnapshotLabel::read(&w.cloud.snapshots_of(&volumes[0])[0].tags)
+        .unwrap()
+        .unwrap();
+    assert_eq!(label.state, RescueState::Failed);
+}
+
+#[tokio::test]
+async fn an_instance_already_gone_fails_safe_without_snapshotting() {
+    // GIVEN an instance terminated before lifeboat got the event
+    let w = world();
+    let (instance, _) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    w.cloud.terminate_now(&instance);
+    // WHEN the event arrives
+    let report = w.deliver(&instance, 60).await.unwrap();
+    // THEN nothing is snapshotted and nothing is CONTINUEd
+    assert_eq!(report.outcome, Outcome::FailedSafe);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 0);
+    assert_eq!(w.cloud.count("CreateSnapshot"), 0);
+    assert_eq!(w.cloud.action(&instance).result, None);
+    assert!(w.cloud.unsafe_continues().is_empty());
+}
+
+#[tokio::test]
+async fn an_action_already_over_is_recorded_not_retried_forever() {
+    // GIVEN a rescue waiting on slow snapshots
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(3600));
+    let (instance, volumes) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    // WHEN the action times out (someone else completed it)
+    w.cloud.end_action(&instance);
+    w.clock.advance(Duration::from_secs(300));
+    let reports = w.resume(&instance).await;
+    // THEN the rescue records it as ended, once
+    assert_eq!(reports[0].outcome, Outcome::Ended);
+    let label = SnapshotLabel::read(&w.cloud.snapshots_of(&volumes[0])[0].tags)
+        .unwrap()
+        .unwrap();
+    assert_eq!(label.state, RescueState::Ended);
+    // AND a later sweep has nothing left to do for it
+    w.clock.advance(Duration::from_secs(300));
+    assert!(w.resume(&instance).await.is_empty());
+    assert_eq!(w.cloud.action(&instance).completions, 0);
+}
+
+#[tokio::test]
+async fn a_volume_attached_while_waiting_is_snapshotted_before_release() {
+    // GIVEN a rescue waiting on its snapshots
+    let w = world();
+    let (instance, _) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    // WHEN an operator attaches another volume before the snapshots complete
+    let late = w.cloud.attach_new_volume(&instance, "/dev/sdz");
+    w.clock.advance(Duration::from_secs(60));
+    let first = w.resume(&instance).await;
+    // THEN the rescue takes it too instead of releasing
+    assert_eq!(first[0].outcome, Outcome::Waiting);
+    assert_eq!(w.cloud.snapshots_of(&late).len(), 1);
+    w.clock.advance(Duration::from_secs(60));
+    assert_eq!(w.resume(&instance).await[0].outcome, Outcome::Released);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn an_excluded_boot_volume_is_kept_instead_of_snapshotted() {
+    // GIVEN the group's hook says not to snapshot the boot volume, and a data volume has the skip tag
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf", "/dev/sdg"]);
+    w.cloud.tag_volume(&volumes[2], "lifeboat:skip", "true");
+    // WHEN the rescue runs
+    let report = w
+        .deliver_with(&instance, 120, Some(r#"{"include_boot_volume": false}"#))
+        .await
+        .unwrap();
+    // THEN only the data volume is snapshotted, and the excluded ones survive the termination
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [0, 1, 0]);
+    for kept in [&volumes[0], &volumes[2]] {
+        let v = w.cloud.volume(kept).expect("kept");
+        assert!(!v.delete_on_termination);
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_bad_override_rescues_every_volume_with_the_safest_settings() {
+    // GIVEN a hook whose metadata is wrong, and a volume with the skip tag
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud.tag_volume(&volumes[1], "lifeboat:skip", "true");
+    // WHEN the rescue runs with that metadata
+    let report = w
+        .deliver_with(&instance, 120, Some(r#"{"include_boot_volume": "no"}"#))
+        .await
+        .unwrap();
+    // THEN the override is rejected by name and every volume is snapshotted anyway
+    assert!(report
+        .override_rejected
+        .unwrap()
+        .contains("include_boot_volume"));
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    assert_eq!(report.outcome, Outcome::Released);
+    assert!(w
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("OverridesRejected")));
+}
+
+#[tokio::test]
+async fn the_snapshot_limit_is_waited_out_not_counted_as_a_failure() {
+    // GIVEN EC2 refuses the first two CreateSnapshots for the concurrent snapshot limit
+    let w = world();
+    let (instance, volumes) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    w.cloud
+        .fail_next("CreateSnapshots", AwsErrorKind::SnapshotLimit, 2);
+    // WHEN the event arrives
+    let report = w.deliver(&instance, 300).await.unwrap();
+    // THEN lifeboat waited and tried again, and released
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 3);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1]);
+}
+
+#[tokio::test]
+async fn a_failed_aws_call_changes_nothing_unsafe_and_the_next_delivery_finishes() {
+    // GIVEN DescribeVolumes fails outright on the first delivery
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud
+        .fail_next("DescribeVolumes", AwsErrorKind::Unavailable, 1);
+    // WHEN the event arrives, then is retried
+    let err = w.deliver(&instance, 120).await.unwrap_err();
+    assert!(err.is_transient());
+    assert!(err.to_string().contains("DescribeVolumes"));
+    assert_eq!(w.cloud.count("CreateSnapshots"), 0);
+    assert!(w.cloud.action(&instance).active);
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN the retry does the whole rescue
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+}
+
+#[tokio::test]
+async fn a_forged_snapshot_does_not_release_the_instance() {
+    // GIVEN an old snapshot of the volume, re-tagged to look like this rescue's, completed
+    let w = world();
+    let (instance, volumes) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    w.cloud.set_default_fate(Fate::completes_after(0));
+    let old = w
+        .cloud
+        .create_snapshot(&SnapshotRequest {
+            volume_id: volumes[0].clone(),
+            description: "old".into(),
+            tags: Tags::new(),
+        })
+        .await
+        .unwrap();
+    w.clock.advance(Duration::from_secs(86_400));
+    w.cloud.set_default_fate(Fate::completes_after(3600));
+    // WHEN the rescue starts, and someone then copies its label onto the old snapshot
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    let genuine = w
+        .cloud
+        .snapshots_of(&volumes[0])
+        .into_iter()
+        .find(|s| s.id != old.id)
+        .unwrap();
+    w.cloud
+        .tag_snapshots(&[old.id.clone()], &genuine.tags)
+        .await
+        .unwrap();
+    w.clock.advance(Duration::from_secs(60));
+    // THEN the rescue keeps waiting for its own snapshot
+    assert_eq!(w.resume(&instance).await[0].outcome, Outcome::Waiting);
+    assert!(w.cloud.action(&instance).active);
+}
+
+#[tokio::test]
+async fn a_hook_too_short_to_hold_until_the_next_sweep_fails_safe_before_leaving() {
+    // GIVEN a hook with a 120 s heartbeat timeout, shorter than the 300 s sweep interval
+    let w = world();
+    w.cloud.add_hook(GROUP, HOOK, 120, None);
+    w.cloud.set_default_fate(Fate::completes_after(3600));
+    let (instance, volumes) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    // WHEN the inline wait ends with the snapshot still running
+    let report = w.deliver(&instance, 60).await.unwrap();
+    // THEN lifeboat keeps the volume and abandons rather than let the hook time out
+    assert_eq!(report.outcome, Outcome::FailedSafe);
+    assert!(!w.cloud.volume(&volumes[0]).unwrap().delete_on_termination);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn near_the_global_timeout_the_rescue_fails_safe() {
+    // GIVEN snapshots that would outlast the hook's global timeout (100 × 900 s = 25 h)
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(200_000));
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    // WHEN the sweep keeps coming back
+    let mut outcome = Outcome::Waiting;
+    let mut sweeps = 0;
+    while outcome == Outcome::Waiting {
+        w.clock.advance(Duration::from_secs(300));
+        outcome = w.resume(&instance).await[0].outcome;
+        sweeps += 1;
+    }
+    // THEN it fails safe before the global timeout (90 000 s), keeping both volumes
+    assert_eq!(outcome, Outcome::FailedSafe);
+    assert!(sweeps * 300 < 90_000);
+    assert!(sweeps * 300 >= 90_000 - 900 - 300);
+    for v in &volumes {
+        assert!(!w.cloud.volume(v).unwrap().delete_on_termination);
+    }
+    w.assert_no_data_lost();
+}
