@@ -58,3 +58,14 @@ impl Clock for FakeClock {
         tokio::task::yield_now()
     }
 }
+
+#[cfg(test)]
+impl Clock for std::sync::Arc<FakeClock> {
+    fn now(&self) -> DateTime<Utc> {
+        self.as_ref().now()
+    }
+
+    fn sleep(&self, duration: Duration) -> impl Future<Output = ()> + Send {
+        self.as_ref().sleep(duration)
+    }
+}

@@ -368,7 +368,8 @@ impl GroupOverrides {
                 let inner = err.inner().to_string();
                 let key = match err.path().to_string() {
                     path if path != "." => path,
-                    _ => unknown_field(&inner).unwrap_or_else(|| "NotificationMetadata".into()),
+                    _ => crate::event::field_named_in(&inner)
+                        .map_or_else(|| "NotificationMetadata".into(), str::to_owned),
                 };
                 OverrideError { key, reason: inner }
             })?;
@@ -415,12 +416,6 @@ impl GroupOverrides {
             warm_pool: self.warm_pool_action.unwrap_or(defaults.warm_pool),
         }
     }
-}
-
-/// serde names an unknown field in its message ("unknown field `x`, expected …"); take it out.
-fn unknown_field(message: &str) -> Option<String> {
-    let rest = message.strip_prefix("unknown field `")?;
-    Some(rest.split('`').next()?.to_owned())
 }
 
 #[cfg(test)]

@@ -17,7 +17,11 @@
 pub mod aws;
 pub mod clock;
 pub mod config;
+pub mod event;
+pub mod handler;
 pub mod ids;
+pub mod replay;
 pub mod report;
 pub mod rescue;
+pub mod sweep;
 pub mod telemetry;

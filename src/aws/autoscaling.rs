@@ -17,10 +17,13 @@ const GROUP_NAMES_PER_REQUEST: usize = 100;
 /// AWS's ceiling on a hook's global timeout: 48 hours.
 const GLOBAL_TIMEOUT_CEILING: Duration = Duration::from_secs(48 * 3600);
 
+/// What `DescribeLifecycleHooks` said of a group's hook, and when it was asked.
+type HookCache = HashMap<(GroupName, HookName), (Instant, Option<HookFacts>)>;
+
 /// `Lifecycle` on a real Auto Scaling client.
 pub struct AutoScalingAdapter {
     client: aws_sdk_autoscaling::Client,
-    hooks: Mutex<HashMap<(GroupName, HookName), (Instant, Option<HookFacts>)>>,
+    hooks: Mutex<HookCache>,
 }
 
 impl AutoScalingAdapter {
@@ -170,5 +173,168 @@ mod tests {
             global_timeout(hb, Some(Duration::from_secs(1000))),
             Duration::from_secs(1000)
         );
+    }
+}
+
+#[cfg(test)]
+mod adapter_tests {
+    use aws_sdk_autoscaling::operation::complete_lifecycle_action::{
+        CompleteLifecycleActionError, CompleteLifecycleActionOutput,
+    };
+    use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
+    use aws_sdk_autoscaling::operation::describe_lifecycle_hooks::DescribeLifecycleHooksOutput;
+    use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::{
+        RecordLifecycleActionHeartbeatError, RecordLifecycleActionHeartbeatOutput,
+    };
+    use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleHook};
+    use aws_sdk_autoscaling::Client;
+    use aws_smithy_mocks::mock;
+
+    use super::*;
+    use crate::aws::mocks::{autoscaling, aws_error};
+    use crate::aws::AwsErrorKind;
+
+    fn action() -> ActionRef {
+        ActionRef {
+            group: GroupName::parse("api-db").unwrap(),
+            hook: HookName::parse("lifeboat").unwrap(),
+            instance_id: InstanceId::parse("i-0123456789abcdef0").unwrap(),
+        }
+    }
+
+    #[tokio::test]
+    async fn complete_names_group_hook_instance_and_result() {
+        for (result, name) in [
+            (ActionResult::Continue, "CONTINUE"),
+            (ActionResult::Abandon, "ABANDON"),
+        ] {
+            let rule = mock!(Client::complete_lifecycle_action)
+                .match_requests(move |r| {
+                    r.auto_scaling_group_name() == Some("api-db")
+                        && r.lifecycle_hook_name() == Some("lifeboat")
+                        && r.instance_id() == Some("i-0123456789abcdef0")
+                        && r.lifecycle_action_result() == Some(name)
+                })
+                .then_output(|| CompleteLifecycleActionOutput::builder().build());
+            AutoScalingAdapter::new(autoscaling(&[&rule]))
+                .complete(&action(), result)
+                .await
+                .unwrap();
+            assert_eq!(rule.num_calls(), 1);
+        }
+    }
+
+    #[tokio::test]
+    async fn no_active_lifecycle_action_is_its_own_kind() {
+        let rule = mock!(Client::complete_lifecycle_action).then_error(|| {
+            CompleteLifecycleActionError::generic(aws_error(
+                "ValidationError",
+                "No active Lifecycle Action found with instance ID i-0123456789abcdef0",
+            ))
+        });
+        let err = AutoScalingAdapter::new(autoscaling(&[&rule]))
+            .complete(&action(), ActionResult::Continue)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::NoActiveAction);
+        assert_eq!(rule.num_calls(), 1, "not retried");
+        let heartbeat = mock!(Client::record_lifecycle_action_heartbeat).then_error(|| {
+            RecordLifecycleActionHeartbeatError::generic(aws_error(
+                "ValidationError",
+                "No active Lifecycle Action found with instance ID i-0123456789abcdef0",
+            ))
+        });
+        let err = AutoScalingAdapter::new(autoscaling(&[&heartbeat]))
+            .heartbeat(&action())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::NoActiveAction);
+    }
+
+    // Paused time: the SDK's backoff sleeps pass at once.
+    #[tokio::test(start_paused = true)]
+    async fn throttling_is_retried_by_the_sdk() {
+        let rule = mock!(Client::record_lifecycle_action_heartbeat)
+            .sequence()
+            .error(|| {
+                RecordLifecycleActionHeartbeatError::generic(aws_error(
+                    "Throttling",
+                    "Rate exceeded",
+                ))
+            })
+            .times(3)
+            .output(|| RecordLifecycleActionHeartbeatOutput::builder().build())
+            .build();
+        AutoScalingAdapter::new(autoscaling(&[&rule]))
+            .heartbeat(&action())
+            .await
+            .unwrap();
+        assert_eq!(rule.num_calls(), 4);
+    }
+
+    #[tokio::test]
+    async fn hook_facts_are_read_once_and_cached() {
+        let rule = mock!(Client::describe_lifecycle_hooks)
+            .match_requests(|r| {
+                r.auto_scaling_group_name() == Some("api-db")
+                    && r.lifecycle_hook_names() == ["lifeboat"]
+            })
+            .then_output(|| {
+                DescribeLifecycleHooksOutput::builder()
+                    .lifecycle_hooks(
+                        LifecycleHook::builder()
+                            .lifecycle_hook_name("lifeboat")
+                            .heartbeat_timeout(900)
+                            .global_timeout(90_000)
+                            .notification_metadata(r#"{"max_attempts": 5}"#)
+                            .build(),
+                    )
+                    .build()
+            });
+        let adapter = AutoScalingAdapter::new(autoscaling(&[&rule]));
+        for _ in 0..3 {
+            let facts = adapter
+                .hook_facts(&action().group, &action().hook)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(facts.heartbeat_timeout, Duration::from_secs(900));
+            assert_eq!(facts.global_timeout, Duration::from_secs(90_000));
+            assert_eq!(
+                facts.notification_metadata.as_deref(),
+                Some(r#"{"max_attempts": 5}"#)
+            );
+        }
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn waiting_instances_are_the_ones_in_terminating_wait() {
+        let rule = mock!(Client::describe_auto_scaling_groups)
+            .match_requests(|r| r.auto_scaling_group_names() == ["api-db"])
+            .then_output(|| {
+                let instance = |id: &str, state: LifecycleState| {
+                    Instance::builder()
+                        .instance_id(id)
+                        .lifecycle_state(state)
+                        .build()
+                };
+                DescribeAutoScalingGroupsOutput::builder()
+                    .auto_scaling_groups(
+                        AutoScalingGroup::builder()
+                            .auto_scaling_group_name("api-db")
+                            .instances(instance("i-00000001", LifecycleState::InService))
+                            .instances(instance("i-00000002", LifecycleState::TerminatingWait))
+                            .instances(instance("i-00000003", LifecycleState::TerminatingProceed))
+                            .build(),
+                    )
+                    .build()
+            });
+        let waiting = AutoScalingAdapter::new(autoscaling(&[&rule]))
+            .waiting_instances(&GroupScope::Named(vec![action().group]))
+            .await
+            .unwrap();
+        assert_eq!(waiting.len(), 1);
+        assert_eq!(waiting[0].instance_id.as_str(), "i-00000002");
     }
 }

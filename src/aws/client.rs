@@ -15,15 +15,19 @@ use super::ec2::Ec2Adapter;
 /// throttling burst without giving up on a rescue.
 const MAX_ATTEMPTS: u32 = 10;
 
+/// Retries for EC2's `RequestLimitExceeded` and Auto Scaling's `Throttling` (both throttling
+/// codes to the SDK), 5xx and timeouts: adaptive mode with backoff.
+pub fn retry_config() -> RetryConfig {
+    RetryConfig::adaptive()
+        .with_max_attempts(MAX_ATTEMPTS)
+        .with_initial_backoff(Duration::from_millis(100))
+        .with_max_backoff(Duration::from_secs(20))
+}
+
 /// The shared SDK configuration, read from the standard environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(
-            RetryConfig::adaptive()
-                .with_max_attempts(MAX_ATTEMPTS)
-                .with_initial_backoff(Duration::from_millis(100))
-                .with_max_backoff(Duration::from_secs(20)),
-        )
+        .retry_config(retry_config())
         .timeout_config(
             TimeoutConfig::builder()
                 .connect_timeout(Duration::from_secs(5))

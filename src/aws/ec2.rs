@@ -393,3 +393,451 @@ impl SnapshotStore for Ec2Adapter {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_ec2::operation::create_snapshot::{CreateSnapshotError, CreateSnapshotOutput};
+    use aws_sdk_ec2::operation::create_snapshots::{CreateSnapshotsError, CreateSnapshotsOutput};
+    use aws_sdk_ec2::operation::create_tags::CreateTagsOutput;
+    use aws_sdk_ec2::operation::describe_instances::{
+        DescribeInstancesError, DescribeInstancesOutput,
+    };
+    use aws_sdk_ec2::operation::describe_snapshots::{
+        DescribeSnapshotsError, DescribeSnapshotsOutput,
+    };
+    use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
+    use aws_sdk_ec2::operation::modify_instance_attribute::ModifyInstanceAttributeOutput;
+    use aws_sdk_ec2::types::{
+        Instance, InstanceStateName, Reservation, SnapshotState as Ec2SnapshotState,
+        VolumeAttachment,
+    };
+    use aws_sdk_ec2::Client;
+    use aws_smithy_mocks::mock;
+
+    use super::*;
+    use crate::aws::mocks::{aws_error, ec2};
+
+    fn instance() -> InstanceId {
+        InstanceId::parse("i-0123456789abcdef0").unwrap()
+    }
+
+    fn tags(pairs: &[(&str, &str)]) -> Tags {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn has_tag(tags: &[Tag], key: &str, value: &str) -> bool {
+        tags.iter()
+            .any(|t| t.key() == Some(key) && t.value() == Some(value))
+    }
+
+    #[tokio::test]
+    async fn find_snapshots_filters_on_the_tag_of_our_own_snapshots() {
+        let rule = mock!(Client::describe_snapshots)
+            .match_requests(|r| {
+                r.owner_ids() == ["self"]
+                    && r.max_results() == Some(1000)
+                    && r.filters().len() == 1
+                    && r.filters()[0].name() == Some("tag:lifeboat:instance-id")
+                    && r.filters()[0].values() == ["i-0123456789abcdef0"]
+            })
+            .then_output(|| {
+                DescribeSnapshotsOutput::builder()
+                    .snapshots(
+                        Snapshot::builder()
+                            .snapshot_id("snap-0123456789abcdef0")
+                            .volume_id("vol-0123456789abcdef0")
+                            .state(Ec2SnapshotState::Completed)
+                            .progress("100%")
+                            .start_time(aws_smithy_types::DateTime::from_secs(1_800_000_000))
+                            .tags(
+                                Tag::builder()
+                                    .key("lifeboat:instance-id")
+                                    .value("i-0123456789abcdef0")
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let found = adapter
+            .find_snapshots(&SnapshotQuery::Tagged {
+                key: "lifeboat:instance-id".into(),
+                values: vec![instance().to_string()],
+            })
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].state, SnapshotState::Completed);
+        assert_eq!(
+            found[0].volume_id.as_ref().unwrap().as_str(),
+            "vol-0123456789abcdef0"
+        );
+        assert_eq!(found[0].tags["lifeboat:instance-id"], "i-0123456789abcdef0");
+        assert_eq!(found[0].start_time.unwrap().timestamp(), 1_800_000_000);
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn find_snapshots_splits_many_values_into_requests_of_two_hundred() {
+        let rule = mock!(Client::describe_snapshots)
+            .match_requests(|r| r.filters()[0].values().len() <= 200)
+            .then_output(|| DescribeSnapshotsOutput::builder().build());
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let ids: Vec<SnapshotId> = (0..450)
+            .map(|i| SnapshotId::parse(&format!("snap-{i:08x}")).unwrap())
+            .collect();
+        adapter
+            .find_snapshots(&SnapshotQuery::Ids(ids))
+            .await
+            .unwrap();
+        assert_eq!(rule.num_calls(), 3);
+    }
+
+    #[tokio::test]
+    async fn create_snapshot_set_is_one_multi_volume_call_with_tags_exclusions_and_copied_volume_tags(
+    ) {
+        let rule = mock!(Client::create_snapshots)
+            .match_requests(|r| {
+                let spec = r.instance_specification().unwrap();
+                let tag_spec = &r.tag_specifications()[0];
+                spec.instance_id() == Some("i-0123456789abcdef0")
+                    && spec.exclude_boot_volume() == Some(true)
+                    && spec.exclude_data_volume_ids() == ["vol-0000000a"]
+                    && r.copy_tags_from_source() == Some(&CopyTagsFromSource::Volume)
+                    && tag_spec.resource_type() == Some(&ResourceType::Snapshot)
+                    && has_tag(tag_spec.tags(), "lifeboat:state", "pending")
+                    && has_tag(
+                        tag_spec.tags(),
+                        "lifeboat:volume:vol-0000000b",
+                        "device=/dev/sdf type=gp3",
+                    )
+            })
+            .then_output(|| {
+                CreateSnapshotsOutput::builder()
+                    .snapshots(
+                        SnapshotInfo::builder()
+                            .snapshot_id("snap-0000000b")
+                            .volume_id("vol-0000000b")
+                            .state(Ec2SnapshotState::Pending)
+                            .build(),
+                    )
+                    .build()
+            });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let created = adapter
+            .create_snapshot_set(&SnapshotSetRequest {
+                instance_id: instance(),
+                exclude_boot_volume: true,
+                exclude_data_volumes: vec![VolumeId::parse("vol-0000000a").unwrap()],
+                copy_volume_tags: true,
+                description: "lifeboat".into(),
+                tags: tags(&[
+                    ("lifeboat:state", "pending"),
+                    ("lifeboat:volume:vol-0000000b", "device=/dev/sdf type=gp3"),
+                ]),
+            })
+            .await
+            .unwrap();
+        assert_eq!(created[0].id.as_str(), "snap-0000000b");
+        assert_eq!(created[0].state, SnapshotState::Pending);
+        assert_eq!(rule.num_calls(), 1);
+    }
+
+    #[tokio::test]
+    async fn the_snapshot_limits_map_to_snapshot_limit_not_failure() {
+        for code in [
+            "ConcurrentSnapshotLimitExceeded",
+            "SnapshotCreationPerVolumeRateExceeded",
+        ] {
+            let rule = mock!(Client::create_snapshots).then_error(move || {
+                CreateSnapshotsError::generic(aws_error(code, "too many snapshots in flight"))
+            });
+            let adapter = Ec2Adapter::new(ec2(&[&rule]));
+            let err = adapter
+                .create_snapshot_set(&SnapshotSetRequest {
+                    instance_id: instance(),
+                    exclude_boot_volume: false,
+                    exclude_data_volumes: vec![],
+                    copy_volume_tags: true,
+                    description: "d".into(),
+                    tags: Tags::new(),
+                })
+                .await
+                .unwrap_err();
+            assert_eq!(err.kind, AwsErrorKind::SnapshotLimit, "{code}");
+            assert_eq!(err.code.as_deref(), Some(code));
+            assert!(
+                std::error::Error::source(&err).is_some(),
+                "the SDK error is kept as the source"
+            );
+        }
+    }
+
+    // Paused time: the SDK's backoff sleeps pass at once.
+    #[tokio::test(start_paused = true)]
+    async fn request_limit_exceeded_is_retried_by_the_sdk_then_succeeds() {
+        let rule = mock!(Client::describe_snapshots)
+            .sequence()
+            .error(|| {
+                DescribeSnapshotsError::generic(aws_error(
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.",
+                ))
+            })
+            .times(2)
+            .output(|| DescribeSnapshotsOutput::builder().build())
+            .build();
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let found = adapter.find_snapshots(&SnapshotQuery::Ids(vec![])).await;
+        // No values: nothing to ask.
+        assert!(found.unwrap().is_empty());
+        adapter
+            .find_snapshots(&SnapshotQuery::Ids(vec![SnapshotId::parse(
+                "snap-00000001",
+            )
+            .unwrap()]))
+            .await
+            .unwrap();
+        assert_eq!(
+            rule.num_calls(),
+            3,
+            "two throttled attempts, then the answer"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn request_limit_exceeded_that_never_ends_is_reported_as_throttled() {
+        let rule = mock!(Client::describe_snapshots)
+            .sequence()
+            .error(|| {
+                DescribeSnapshotsError::generic(aws_error(
+                    "RequestLimitExceeded",
+                    "Request limit exceeded.",
+                ))
+            })
+            .repeatedly()
+            .build();
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let err = adapter
+            .find_snapshots(&SnapshotQuery::Ids(vec![SnapshotId::parse(
+                "snap-00000001",
+            )
+            .unwrap()]))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::Throttled);
+        assert_eq!(
+            rule.num_calls(),
+            10,
+            "every attempt of the retry budget was used"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_unknown_instance_is_none_not_an_error() {
+        let rule = mock!(Client::describe_instances).then_error(|| {
+            DescribeInstancesError::generic(aws_error(
+                "InvalidInstanceID.NotFound",
+                "The instance ID 'i-0123456789abcdef0' does not exist",
+            ))
+        });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        assert_eq!(adapter.describe_instance(&instance()).await.unwrap(), None);
+    }
+
+    #[tokio::test]
+    async fn describe_instance_reads_state_type_and_root_device() {
+        let rule = mock!(Client::describe_instances)
+            .match_requests(|r| r.instance_ids() == ["i-0123456789abcdef0"])
+            .then_output(|| {
+                DescribeInstancesOutput::builder()
+                    .reservations(
+                        Reservation::builder()
+                            .instances(
+                                Instance::builder()
+                                    .instance_id("i-0123456789abcdef0")
+                                    .instance_type("m5d.large".into())
+                                    .root_device_name("/dev/xvda")
+                                    .state(
+                                        aws_sdk_ec2::types::InstanceState::builder()
+                                            .name(InstanceStateName::Stopped)
+                                            .build(),
+                                    )
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let facts = adapter
+            .describe_instance(&instance())
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(facts.state, InstanceState::Stopped);
+        assert_eq!(facts.instance_type, "m5d.large");
+        assert_eq!(facts.root_device_name.as_deref(), Some("/dev/xvda"));
+    }
+
+    #[tokio::test]
+    async fn attached_volumes_reads_our_attachment_of_each_volume() {
+        let rule = mock!(Client::describe_volumes)
+            .match_requests(|r| {
+                r.filters()[0].name() == Some("attachment.instance-id")
+                    && r.filters()[0].values() == ["i-0123456789abcdef0"]
+            })
+            .then_output(|| {
+                DescribeVolumesOutput::builder()
+                    .volumes(
+                        Volume::builder()
+                            .volume_id("vol-0000000b")
+                            .size(100)
+                            .volume_type("gp3".into())
+                            .iops(3000)
+                            .encrypted(true)
+                            .attachments(
+                                VolumeAttachment::builder()
+                                    .instance_id("i-0fffffffffffffff0")
+                                    .device("/dev/sdz")
+                                    .build(),
+                            )
+                            .attachments(
+                                VolumeAttachment::builder()
+                                    .instance_id("i-0123456789abcdef0")
+                                    .device("/dev/sdf")
+                                    .delete_on_termination(true)
+                                    .build(),
+                            )
+                            .tags(Tag::builder().key("lifeboat:skip").value("true").build())
+                            .build(),
+                    )
+                    .build()
+            });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let volumes = adapter.attached_volumes(&instance()).await.unwrap();
+        assert_eq!(volumes.len(), 1);
+        assert_eq!(volumes[0].device, "/dev/sdf");
+        assert!(volumes[0].delete_on_termination);
+        assert_eq!(volumes[0].tags["lifeboat:skip"], "true");
+        assert_eq!(volumes[0].volume_type, "gp3");
+    }
+
+    #[tokio::test]
+    async fn keep_volumes_turns_delete_on_termination_off_then_tags_the_volumes() {
+        let modify = mock!(Client::modify_instance_attribute)
+            .match_requests(|r| {
+                r.instance_id() == Some("i-0123456789abcdef0")
+                    && r.block_device_mappings().len() == 2
+                    && r.block_device_mappings()
+                        .iter()
+                        .all(|m| m.ebs().and_then(|e| e.delete_on_termination()) == Some(false))
+                    && r.block_device_mappings()[1].device_name() == Some("/dev/sdg")
+            })
+            .then_output(|| ModifyInstanceAttributeOutput::builder().build());
+        let tag = mock!(Client::create_tags)
+            .match_requests(|r| {
+                r.resources() == ["vol-0000000b", "vol-0000000c"]
+                    && has_tag(r.tags(), "lifeboat:kept-by", "i-0123456789abcdef0")
+            })
+            .then_output(|| CreateTagsOutput::builder().build());
+        let adapter = Ec2Adapter::new(ec2(&[&modify, &tag]));
+        adapter
+            .keep_volumes(
+                &instance(),
+                &[
+                    (VolumeId::parse("vol-0000000b").unwrap(), "/dev/sdf".into()),
+                    (VolumeId::parse("vol-0000000c").unwrap(), "/dev/sdg".into()),
+                ],
+                &tags(&[("lifeboat:kept-by", "i-0123456789abcdef0")]),
+            )
+            .await
+            .unwrap();
+        assert_eq!((modify.num_calls(), tag.num_calls()), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_failed_modify_never_goes_on_to_tag() {
+        let modify = mock!(Client::modify_instance_attribute).then_error(|| {
+            aws_sdk_ec2::operation::modify_instance_attribute::ModifyInstanceAttributeError::generic(aws_error(
+                "UnauthorizedOperation",
+                "You are not authorized",
+            ))
+        });
+        let tag = mock!(Client::create_tags).then_output(|| CreateTagsOutput::builder().build());
+        let adapter = Ec2Adapter::new(ec2(&[&modify, &tag]));
+        let err = adapter
+            .keep_volumes(
+                &instance(),
+                &[(VolumeId::parse("vol-0000000b").unwrap(), "/dev/sdf".into())],
+                &Tags::new(),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::AccessDenied);
+        assert_eq!(tag.num_calls(), 0);
+    }
+
+    #[tokio::test]
+    async fn create_snapshot_of_one_volume_carries_its_label() {
+        let rule = mock!(Client::create_snapshot)
+            .match_requests(|r| {
+                r.volume_id() == Some("vol-0000000b")
+                    && has_tag(r.tag_specifications()[0].tags(), "lifeboat:attempt", "2")
+            })
+            .then_output(|| {
+                CreateSnapshotOutput::builder()
+                    .snapshot_id("snap-0000000c")
+                    .state(Ec2SnapshotState::Pending)
+                    .build()
+            });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let created = adapter
+            .create_snapshot(&SnapshotRequest {
+                volume_id: VolumeId::parse("vol-0000000b").unwrap(),
+                description: "d".into(),
+                tags: tags(&[("lifeboat:attempt", "2")]),
+            })
+            .await
+            .unwrap();
+        assert_eq!(created.volume_id.unwrap().as_str(), "vol-0000000b");
+        let limited = mock!(Client::create_snapshot).then_error(|| {
+            CreateSnapshotError::generic(aws_error(
+                "SnapshotCreationPerVolumeRateExceeded",
+                "slow down",
+            ))
+        });
+        let err = Ec2Adapter::new(ec2(&[&limited]))
+            .create_snapshot(&SnapshotRequest {
+                volume_id: VolumeId::parse("vol-0000000b").unwrap(),
+                description: "d".into(),
+                tags: Tags::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::SnapshotLimit);
+    }
+
+    #[tokio::test]
+    async fn tag_snapshots_tags_all_of_them_in_one_call() {
+        let rule = mock!(Client::create_tags)
+            .match_requests(|r| {
+                r.resources().len() == 3 && has_tag(r.tags(), "lifeboat:state", "released")
+            })
+            .then_output(|| CreateTagsOutput::builder().build());
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        let ids: Vec<SnapshotId> = (1..=3)
+            .map(|i| SnapshotId::parse(&format!("snap-0000000{i}")).unwrap())
+            .collect();
+        adapter
+            .tag_snapshots(&ids, &tags(&[("lifeboat:state", "released")]))
+            .await
+            .unwrap();
+        adapter.tag_snapshots(&[], &Tags::new()).await.unwrap();
+        assert_eq!(rule.num_calls(), 1);
+    }
+}

@@ -85,6 +85,7 @@ struct World {
     deleted: Vec<VolumeId>,
     deleted_unsaved: Vec<VolumeId>,
     unsafe_continues: Vec<InstanceId>,
+    held_by_another_hook: Vec<InstanceId>,
     next_id: u64,
 }
 
@@ -297,6 +298,11 @@ impl FakeCloud {
     /// and would die with the instance: must stay empty.
     pub fn unsafe_continues(&self) -> Vec<InstanceId> {
         self.world().unsafe_continues.clone()
+    }
+
+    /// Another hook also holds the instance: completing lifeboat's action leaves it waiting.
+    pub fn hold_by_another_hook(&self, instance: &InstanceId) {
+        self.world().held_by_another_hook.push(instance.clone());
     }
 
     /// The group's lifecycle policy retains an instance on ABANDON.
@@ -572,11 +578,14 @@ impl Lifecycle for FakeCloud {
                             && s.facts.state == SnapshotState::Completed
                     })
                     && (v.facts.delete_on_termination
-                        || v.facts.tags.get("lifeboat:kept-by").is_none())
+                        || !v.facts.tags.contains_key("lifeboat:kept-by"))
             });
             if unsaved {
                 world.unsafe_continues.push(action.instance_id.clone());
             }
+        }
+        if world.held_by_another_hook.contains(&action.instance_id) {
+            return Ok(());
         }
         let retain = result == ActionResult::Abandon
             && world
@@ -604,7 +613,10 @@ impl Lifecycle for FakeCloud {
         Ok(world
             .instances
             .iter()
-            .filter(|(id, _)| world.actions.get(*id).is_some_and(|a| a.active))
+            .filter(|(id, _)| {
+                world.actions.get(*id).is_some_and(|a| a.active)
+                    || world.held_by_another_hook.contains(id)
+            })
             .filter(|(_, i)| match scope {
                 GroupScope::All => true,
                 GroupScope::Named(names) => names.contains(&i.group),

@@ -8,6 +8,8 @@ pub mod ec2;
 mod error;
 #[cfg(test)]
 pub mod fake;
+#[cfg(test)]
+mod mocks;
 
 use std::collections::BTreeMap;
 use std::future::Future;

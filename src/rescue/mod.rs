@@ -51,6 +51,16 @@ pub struct RescueError {
     pub source: AwsError,
 }
 
+/// The error of an AWS call made for `action`.
+pub fn rescue_error(action: &ActionRef, source: AwsError) -> RescueError {
+    RescueError {
+        instance_id: action.instance_id.clone(),
+        group: action.group.to_string(),
+        hook: action.hook.to_string(),
+        source,
+    }
+}
+
 impl RescueError {
     pub fn is_transient(&self) -> bool {
         self.source.is_transient()
@@ -200,12 +210,7 @@ impl Rescue {
     }
 
     fn error(&self, source: AwsError) -> RescueError {
-        RescueError {
-            instance_id: self.action.instance_id.clone(),
-            group: self.action.group.to_string(),
-            hook: self.action.hook.to_string(),
-            source,
-        }
+        rescue_error(&self.action, source)
     }
 
     fn span(&self) -> tracing::Span {
@@ -885,7 +890,7 @@ fn group_exclusions(
     groups
 }
 
-pub(crate) fn to_chrono(duration: Duration) -> chrono::Duration {
+pub fn to_chrono(duration: Duration) -> chrono::Duration {
     chrono::Duration::from_std(duration).unwrap_or(chrono::TimeDelta::MAX)
 }
 

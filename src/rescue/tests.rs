@@ -470,7 +470,7 @@ async fn a_forged_snapshot_does_not_release_the_instance() {
         .find(|s| s.id != old.id)
         .unwrap();
     w.cloud
-        .tag_snapshots(&[old.id.clone()], &genuine.tags)
+        .tag_snapshots(std::slice::from_ref(&old.id), &genuine.tags)
         .await
         .unwrap();
     w.clock.advance(Duration::from_secs(60));

@@ -1,0 +1,173 @@
+//! The sweep, run on a schedule: it moves every rescue in flight forward (heartbeat, release,
+//! retry, fail safe) and starts the rescue of every instance of a served group that waits in
+//! `Terminating:Wait` with no rescue — its lifecycle event was lost. Its reads are batched: one
+//! paginated `DescribeSnapshots` for all rescues in flight, one paginated
+//! `DescribeAutoScalingGroups`, one batched `DescribeSnapshots` for the waiting instances.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use futures_util::stream::{self, StreamExt};
+use tracing::{info, warn};
+
+use crate::aws::{ActionRef, AwsError, Cloud, GroupScope, SnapshotQuery};
+use crate::clock::Clock;
+use crate::ids::{GroupName, HookName, InstanceId};
+use crate::report::{EventKind, Report, RescueReport};
+use crate::rescue::label::{self, RescueState};
+use crate::rescue::{rescues_from, snapshots_of, Rescue, RescueError, Rescuer, Termination};
+
+/// One unit of the sweep's work.
+enum Work {
+    Resume(Box<Rescue>),
+    Start(Termination, Option<String>),
+}
+
+/// Runs one sweep; stops taking on new work at `stop_at` and leaves the rest to the next one.
+pub async fn sweep<C: Cloud, K: Clock>(
+    rescuer: &Rescuer<'_, C, K>,
+    stop_at: DateTime<Utc>,
+) -> Result<Report, AwsError> {
+    let config = rescuer.config;
+    let in_flight: Vec<Rescue> = rescues_from(
+        rescuer
+            .cloud
+            .find_snapshots(&SnapshotQuery::Tagged {
+                key: label::STATE.into(),
+                values: vec![RescueState::Pending.as_str().into()],
+            })
+            .await?,
+    )
+    .into_iter()
+    .filter(|r| config.serves_hook(&r.action.hook) && config.serves_group(&r.action.group))
+    .collect();
+    let orphans = orphans(rescuer, &in_flight).await?;
+    info!(
+        in_flight = in_flight.len(),
+        orphans = orphans.len(),
+        "sweep"
+    );
+
+    let work = in_flight
+        .into_iter()
+        .map(|r| Work::Resume(Box::new(r)))
+        .chain(
+            orphans
+                .into_iter()
+                .map(|(t, metadata)| Work::Start(t, metadata)),
+        );
+    let results: Vec<Result<Option<RescueReport>, RescueError>> = stream::iter(work)
+        .map(|work| async move {
+            if rescuer.clock.now() >= stop_at {
+                return Ok(None);
+            }
+            match work {
+                Work::Resume(rescue) => rescuer.resume(*rescue).await.map(Some),
+                Work::Start(termination, metadata) => {
+                    warn!(instance_id = %termination.action.instance_id, asg = %termination.action.group,
+                        "instance waits in Terminating:Wait with no rescue (its event was lost); starting one");
+                    let (settings, rejected) = config.settings_for(metadata.as_deref());
+                    let now = rescuer.clock.now();
+                    rescuer.on_termination(&termination, settings, rejected, now).await.map(Some)
+                }
+            }
+        })
+        .buffer_unordered(config.sweep_concurrency)
+        .collect()
+        .await;
+
+    let mut report = Report::rescues(EventKind::Sweep, Vec::new());
+    let mut deferred = 0;
+    for result in results {
+        match result {
+            Ok(Some(rescue)) => report.rescues.push(rescue),
+            Ok(None) => deferred += 1,
+            Err(err) => {
+                warn!(error = %err, "sweep could not move a rescue forward; the next sweep tries again");
+                report.errors.push(err.to_string());
+            }
+        }
+    }
+    if deferred > 0 {
+        report.note = Some(format!(
+            "{deferred} rescues left to the next sweep (out of time)"
+        ));
+    }
+    Ok(report)
+}
+
+/// The waiting instances of served groups that have one of lifeboat's hooks and no rescue,
+/// with the hook's metadata (the group's overrides).
+async fn orphans<C: Cloud, K: Clock>(
+    rescuer: &Rescuer<'_, C, K>,
+    in_flight: &[Rescue],
+) -> Result<Vec<(Termination, Option<String>)>, AwsError> {
+    let config = rescuer.config;
+    let scope = if config.groups.is_empty() {
+        GroupScope::All
+    } else {
+        GroupScope::Named(config.groups.clone())
+    };
+    let known: BTreeSet<(&InstanceId, &HookName)> = in_flight
+        .iter()
+        .map(|r| (&r.action.instance_id, &r.action.hook))
+        .collect();
+    let mut candidates: Vec<(GroupName, InstanceId, HookName, Option<String>)> = Vec::new();
+    let mut hooks_of_group: BTreeMap<GroupName, Vec<(HookName, Option<String>)>> = BTreeMap::new();
+    for waiting in rescuer.cloud.waiting_instances(&scope).await? {
+        if !config.serves_group(&waiting.group) {
+            continue;
+        }
+        if !hooks_of_group.contains_key(&waiting.group) {
+            let mut ours = Vec::new();
+            for hook in &config.hooks {
+                if let Some(facts) = rescuer.cloud.hook_facts(&waiting.group, hook).await? {
+                    ours.push((hook.clone(), facts.notification_metadata));
+                }
+            }
+            hooks_of_group.insert(waiting.group.clone(), ours);
+        }
+        for (hook, metadata) in &hooks_of_group[&waiting.group] {
+            if !known.contains(&(&waiting.instance_id, hook)) {
+                candidates.push((
+                    waiting.group.clone(),
+                    waiting.instance_id.clone(),
+                    hook.clone(),
+                    metadata.clone(),
+                ));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(Vec::new());
+    }
+    // A rescue that finished (released, failed, ended) while another hook still holds the
+    // instance is not an orphan: one batched look at the candidates' snapshots.
+    let finished: BTreeSet<(InstanceId, HookName)> = rescues_from(
+        rescuer
+            .cloud
+            .find_snapshots(&snapshots_of(candidates.iter().map(|c| c.1.clone())))
+            .await?,
+    )
+    .into_iter()
+    .map(|r| (r.action.instance_id, r.action.hook))
+    .collect();
+    Ok(candidates
+        .into_iter()
+        .filter(|(_, instance, hook, _)| !finished.contains(&(instance.clone(), hook.clone())))
+        .map(|(group, instance_id, hook, metadata)| {
+            (
+                Termination {
+                    action: ActionRef {
+                        group,
+                        hook,
+                        instance_id,
+                    },
+                    token: None,
+                    started_at: None,
+                },
+                metadata,
+            )
+        })
+        .collect())
+}
