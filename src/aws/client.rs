@@ -26,17 +26,21 @@ pub fn retry_config() -> RetryConfig {
 
 /// The shared SDK configuration, read from the standard environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest())
-        .retry_config(retry_config())
-        .timeout_config(
-            TimeoutConfig::builder()
-                .connect_timeout(Duration::from_secs(5))
-                .operation_attempt_timeout(Duration::from_secs(30))
-                .operation_timeout(Duration::from_secs(180))
-                .build(),
-        )
+    tuned(aws_config::defaults(BehaviorVersion::latest()))
         .load()
         .await
+}
+
+/// Lifeboat's retries and timeouts on a configuration loader (the standard one, or one a test
+/// points at the local AWS).
+pub fn tuned(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
+    loader.retry_config(retry_config()).timeout_config(
+        TimeoutConfig::builder()
+            .connect_timeout(Duration::from_secs(5))
+            .operation_attempt_timeout(Duration::from_secs(30))
+            .operation_timeout(Duration::from_secs(180))
+            .build(),
+    )
 }
 
 /// Both adapters over clients built from one configuration.

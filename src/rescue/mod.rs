@@ -29,6 +29,9 @@ use label::{RescueState, SnapshotLabel, VolumeDescriptor};
 
 /// How far EC2's clock (a snapshot's start time) and lifeboat's may disagree.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// A bound on one invocation's decide-and-act steps: a safety net, never reached when the
+/// decision and the release check agree (each step waits, creates a snapshot or finishes).
+const MAX_STEPS: u32 = 1000;
 
 /// A termination lifeboat is asked to rescue, from the lifecycle event or found by the sweep.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -584,7 +587,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
     ) -> Result<RescueReport, RescueError> {
         let mut round = 0u32;
         let mut retry_blocked = false;
-        loop {
+        for _ in 0..MAX_STEPS {
             let progress = rescue.progress();
             let releasable = !rescue.instance_gone
                 && progress
@@ -638,6 +641,11 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 }
             }
         }
+        error!("the rescue made no progress in {MAX_STEPS} steps; leaving it to the sweep");
+        Ok(rescue.report(
+            Outcome::Waiting,
+            Some("no progress in this invocation".into()),
+        ))
     }
 
     /// When to fail safe: the hook's global timeout from the action's start, less the margin

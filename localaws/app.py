@@ -1,0 +1,195 @@
+"""The local AWS as one WSGI application: moto's, wrapped. Around every request it holds the
+lock, lets time pass (snapshots end, hook timers fire), counts the call, and injects the
+configured faults before moto sees the request. Under /_localaws/ it answers the control API
+that tests and the demo use (JSON in, JSON out):
+
+  GET  /_localaws/health                  -> {"ok": true}
+  POST /_localaws/reset                   moto's state and the harness's, all cleared
+  POST /_localaws/snapshots               {"pending_seconds": 2, "volumes": {"vol-…": {"fates":
+                                           ["error", "completed"], "pending_seconds": 5}}}
+                                           fates: completed | error | never
+  POST /_localaws/faults                  {"seed": 7, "rules": [{"service": "ec2"|"autoscaling"|"*",
+                                           "operation": "CreateSnapshots"|"*", "kind": "throttle"|"5xx",
+                                           "count": 3} | {... "ratio": 0.2}]}
+  POST /_localaws/retain-on-abandon       {"group": "api-db"}: the group's instance lifecycle
+                                           policy says TerminateHookAbandon=retain
+  POST /_localaws/health-check            one pass of the EC2 health check: stopped instances
+                                           are replaced (through the hook)
+  POST /_localaws/clock/advance           {"seconds": 3600}: the emulator's clock moves on
+  GET  /_localaws/outbox                  the queued EventBridge events (kept)
+  POST /_localaws/outbox/take             the queued events, removed: deliver them or drop them
+  GET  /_localaws/ledger                  {"entries": [...], "calls": {"ec2:CreateSnapshots": n},
+                                           "faults": {...}, "actions": [...]}
+"""
+
+import io
+import json
+import urllib.parse
+import uuid
+
+from . import patches
+from . import state as st
+
+EC2_ERROR = (
+    '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
+    "<Message>{message}</Message></Error></Errors><RequestID>{request_id}</RequestID></Response>"
+)
+QUERY_ERROR = (
+    '<ErrorResponse xmlns="http://autoscaling.amazonaws.com/doc/2011-01-01/"><Error><Type>{type}</Type>'
+    "<Code>{code}</Code><Message>{message}</Message></Error><RequestId>{request_id}</RequestId></ErrorResponse>"
+)
+
+
+def _service_of(environ) -> str:
+    """The signing service named in the SigV4 credential scope: `ec2`, `autoscaling`, ..."""
+    auth = environ.get("HTTP_AUTHORIZATION", "")
+    marker = "Credential="
+    if marker in auth:
+        scope = auth.split(marker, 1)[1].split(",", 1)[0].split("/")
+        if len(scope) >= 4:
+            return scope[3]
+    return "unknown"
+
+
+def _fault_response(service, kind, start_response):
+    request_id = str(uuid.uuid4())
+    if kind == "throttle":
+        if service == "ec2":
+            status, body = "503 Service Unavailable", EC2_ERROR.format(
+                code="RequestLimitExceeded", message="Request limit exceeded.", request_id=request_id
+            )
+        else:
+            status, body = "400 Bad Request", QUERY_ERROR.format(
+                type="Sender", code="Throttling", message="Rate exceeded", request_id=request_id
+            )
+    else:
+        if service == "ec2":
+            status, body = "500 Internal Server Error", EC2_ERROR.format(
+                code="InternalError", message="An internal error has occurred", request_id=request_id
+            )
+        else:
+            status, body = "500 Internal Server Error", QUERY_ERROR.format(
+                type="Receiver", code="InternalFailure", message="An internal error has occurred", request_id=request_id
+            )
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+def _injected_fault(service, operation):
+    s = st.state()
+    for rule in s.faults:
+        if not rule.matches(service, operation):
+            continue
+        if rule.count is not None:
+            if rule.count > 0:
+                rule.count -= 1
+                return rule.kind
+        elif rule.ratio is not None and s.rng.random() < rule.ratio:
+            return rule.kind
+    return None
+
+
+def _json(start_response, value, status="200 OK"):
+    data = json.dumps(value, default=str).encode()
+    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return [data]
+
+
+class LocalAws:
+    def __init__(self, moto_app):
+        self.moto_app = moto_app
+
+    def __call__(self, environ, start_response):
+        with st.LOCK:
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            environ["wsgi.input"] = io.BytesIO(body)
+            path = environ.get("PATH_INFO", "")
+            if path.startswith("/_localaws/"):
+                patches.tick()
+                try:
+                    return self.control(environ, path, body, start_response)
+                except (ValueError, KeyError, TypeError) as err:
+                    return _json(start_response, {"error": str(err)}, "400 Bad Request")
+            if path == "/moto-api/reset":
+                st.reset()
+                return self.moto_app(environ, start_response)
+            patches.tick()
+            service = _service_of(environ)
+            form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
+            operation = (form.get("Action") or urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action") or ["?"])[0]
+            key = f"{service}:{operation}"
+            s = st.state()
+            s.calls[key] = s.calls.get(key, 0) + 1
+            kind = _injected_fault(service, operation)
+            if kind is not None:
+                s.faults_injected[key] = s.faults_injected.get(key, 0) + 1
+                return _fault_response(service, kind, start_response)
+            return self.moto_app(environ, start_response)
+
+    def control(self, environ, path, body, start_response):
+        s = st.state()
+        method = environ.get("REQUEST_METHOD", "GET")
+        args = json.loads(body) if body else {}
+        if path == "/_localaws/health":
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/reset" and method == "POST":
+            from moto.moto_api._internal.models import moto_api_backend
+
+            moto_api_backend.reset()
+            st.reset()
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/snapshots" and method == "POST":
+            if "pending_seconds" in args:
+                s.pending_seconds = float(args["pending_seconds"])
+            for volume, conf in (args.get("volumes") or {}).items():
+                if "fates" in conf:
+                    fates = [str(f) for f in conf["fates"]]
+                    if any(f not in ("completed", "error", "never") for f in fates):
+                        raise ValueError("fates are completed, error or never")
+                    s.volume_fates[volume] = fates
+                if "pending_seconds" in conf:
+                    s.volume_pending[volume] = float(conf["pending_seconds"])
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/faults" and method == "POST":
+            if "seed" in args:
+                s.rng.seed(args["seed"])
+            s.faults = [
+                st.FaultRule(
+                    service=r.get("service", "*"),
+                    operation=r.get("operation", "*"),
+                    kind=r["kind"],
+                    count=r.get("count"),
+                    ratio=r.get("ratio"),
+                )
+                for r in args.get("rules", [])
+            ]
+            for rule in s.faults:
+                if rule.kind not in ("throttle", "5xx"):
+                    raise ValueError("kind is throttle or 5xx")
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/retain-on-abandon" and method == "POST":
+            s.retain_on_abandon.add(args["group"])
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/health-check" and method == "POST":
+            return _json(start_response, {"replaced": patches.health_check()})
+        if path == "/_localaws/clock/advance" and method == "POST":
+            s.offset += float(args["seconds"])
+            patches.tick()
+            return _json(start_response, {"now": st.now()})
+        if path == "/_localaws/outbox":
+            return _json(start_response, {"events": s.outbox})
+        if path == "/_localaws/outbox/take" and method == "POST":
+            events, s.outbox = s.outbox, []
+            return _json(start_response, {"events": events})
+        if path == "/_localaws/ledger":
+            return _json(
+                start_response,
+                {
+                    "entries": s.ledger,
+                    "calls": s.calls,
+                    "faults": s.faults_injected,
+                    "actions": [vars(a) for a in s.actions.values()],
+                },
+            )
+        return _json(start_response, {"error": f"no such control endpoint: {method} {path}"}, "404 Not Found")

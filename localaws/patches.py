@@ -1,0 +1,519 @@
+"""What moto lacks and lifeboat depends on, added to moto in-process with AWS's documented
+semantics:
+
+Auto Scaling
+- a group with a termination hook puts the instance it terminates (scale-in,
+  TerminateInstanceInAutoScalingGroup, an unhealthy or stopped instance being replaced) into
+  Terminating:Wait, one lifecycle action per hook, and emits the EventBridge event;
+- CompleteLifecycleAction and RecordLifecycleActionHeartbeat, by token or instance id;
+  "No active Lifecycle Action found" for unknown or finished actions;
+- CONTINUE and ABANDON both terminate (DeleteOnTermination volumes are deleted), except that
+  ABANDON retains the instance (Terminating:Retained) when the group's instance lifecycle policy
+  says TerminateHookAbandon=retain; the heartbeat timeout and the global timeout
+  (min(48 h, 100 x heartbeat)) apply the hook's default result;
+- PutLifecycleHook keeps NotificationMetadata and checks HeartbeatTimeout (30-7200 s).
+
+EC2
+- snapshots stay pending for a configured time and end completed, in error, or never;
+- CreateSnapshots honours ExcludeDataVolumeIds and CopyTagsFromSource=volume;
+- EBS completion events (multi-volume and single) are emitted when snapshots end;
+- a block device mapping that names a device the AMI already maps replaces it (moto would
+  leave the AMI's volume attached but unmapped);
+- every volume deletion is written to the ledger with whether a completed snapshot of it
+  existed at that moment.
+"""
+
+import uuid
+
+from moto.autoscaling import models as asg_models
+from moto.autoscaling.exceptions import ValidationError
+from moto.autoscaling.responses import AutoScalingResponse
+from moto.core.responses import EmptyResult
+from moto.ec2.models import elastic_block_store as ebs
+from moto.ec2.models import instances as ec2_instances
+from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+from moto.ec2.responses.instances import InstanceResponse
+
+from . import state as st
+
+TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
+GLOBAL_TIMEOUT_CEILING = 48 * 3600
+
+
+# --- Auto Scaling: lifecycle hooks and Terminating:Wait -------------------------------------
+
+
+def _termination_hooks(backend, group_name):
+    return [
+        hook
+        for hook in backend.lifecycle_hooks.values()
+        if hook.auto_scaling_group_name == group_name and hook.lifecycle_transition == TERMINATING
+    ]
+
+
+def _find_state(group, instance_id):
+    return next((s for s in group.instance_states if s.instance.id == instance_id), None)
+
+
+def _enter_wait(backend, group, instance_state, cause):
+    """Holds the instance for every termination hook of its group: one action and one
+    EventBridge event per hook."""
+    instance_state.lifecycle_state = "Terminating:Wait"
+    t = st.now()
+    for hook in _termination_hooks(backend, group.name):
+        token = str(uuid.uuid4())
+        st.state().actions[token] = st.Action(
+            token=token,
+            group=group.name,
+            hook=hook.name,
+            instance_id=instance_state.instance.id,
+            started=t,
+            last_heartbeat=t,
+            heartbeat_timeout=hook.heartbeat_timeout,
+            global_timeout=hook.global_timeout,
+            default_result=hook.default_result,
+            region=backend.region_name,
+        )
+        st.record("action-started", group=group.name, hook=hook.name, instance=instance_state.instance.id, token=token, cause=cause)
+        detail = {
+            "Origin": "AutoScalingGroup",
+            "Destination": "EC2",
+            "LifecycleActionToken": token,
+            "AutoScalingGroupName": group.name,
+            "LifecycleHookName": hook.name,
+            "EC2InstanceId": instance_state.instance.id,
+            "LifecycleTransition": TERMINATING,
+        }
+        metadata = getattr(hook, "notification_metadata", None)
+        if metadata:
+            detail["NotificationMetadata"] = metadata
+        st.emit(
+            "EC2 Instance-terminate Lifecycle Action",
+            "aws.autoscaling",
+            backend.region_name,
+            [group.arn],
+            detail,
+        )
+
+
+def _held(backend, group, instance_state, cause):
+    """Terminates through the hook when the group has one: True when the instance is now held."""
+    if not _termination_hooks(backend, group.name):
+        return False
+    _enter_wait(backend, group, instance_state, cause)
+    return True
+
+
+_original_terminate_instance = asg_models.AutoScalingBackend.terminate_instance
+
+
+def terminate_instance(self, instance_id, should_decrement):
+    for group in self.autoscaling_groups.values():
+        instance_state = _find_state(group, instance_id)
+        if instance_state is None:
+            continue
+        if instance_state.lifecycle_state.startswith("Terminating"):
+            raise ValidationError(f"The instance {instance_id} is already terminating.")
+        if not _termination_hooks(self, group.name):
+            break
+        original_size = group.desired_capacity
+        if should_decrement:
+            group.desired_capacity -= 1
+        _enter_wait(self, group, instance_state, "TerminateInstanceInAutoScalingGroup")
+        group.set_desired_capacity(group.desired_capacity)
+        return asg_models.TerminateInstanceActivity(instance_state.instance, original_size)
+    return _original_terminate_instance(self, instance_id, should_decrement)
+
+
+_original_set_desired_capacity = asg_models.FakeAutoScalingGroup.set_desired_capacity
+
+
+def set_desired_capacity(self, new_capacity):
+    """Scale-in through the hook: the instances to remove go to Terminating:Wait, oldest first,
+    only from those in service and not protected (moto would terminate at once)."""
+    backend = self.autoscaling_backend
+    target = self.min_size if new_capacity is None else new_capacity
+    in_service = self.active_instances()
+    if target < len(in_service) and _termination_hooks(backend, self.name):
+        self.desired_capacity = target
+        removable = [s for s in in_service if not s.protected_from_scale_in]
+        removable.sort(key=lambda s: s.instance.launch_time)
+        for instance_state in removable[: len(in_service) - target]:
+            _enter_wait(backend, self, instance_state, "scale-in")
+        return None
+    return _original_set_desired_capacity(self, new_capacity)
+
+
+_original_set_instance_health = asg_models.AutoScalingBackend.set_instance_health
+
+
+def set_instance_health(self, instance_id, health_status):
+    """An instance set Unhealthy is replaced: a new one is launched, the old one terminated
+    through the hook."""
+    _original_set_instance_health(self, instance_id, health_status)
+    if health_status == "Unhealthy":
+        _replace(self, instance_id, "unhealthy")
+
+
+def _replace(backend, instance_id, cause):
+    for group in backend.autoscaling_groups.values():
+        instance_state = _find_state(group, instance_id)
+        if instance_state is None or instance_state.lifecycle_state != "InService":
+            continue
+        instance_state.health_status = "Unhealthy"
+        if _held(backend, group, instance_state, cause):
+            group.set_desired_capacity(group.desired_capacity)
+        else:
+            _original_terminate_instance(backend, instance_id, False)
+        st.record("instance-replaced", group=group.name, instance=instance_id, cause=cause)
+        return True
+    return False
+
+
+def health_check() -> list[str]:
+    """One pass of the EC2 health check: every in-service instance that is not running (the
+    story's stopped instance) is marked Unhealthy and replaced."""
+    replaced = []
+    for backend in _backends(asg_models.autoscaling_backends):
+        for group in list(backend.autoscaling_groups.values()):
+            for instance_state in list(group.instance_states):
+                if instance_state.lifecycle_state != "InService":
+                    continue
+                if instance_state.instance.state in ("stopped", "stopping", "terminated", "shutting-down"):
+                    if _replace(backend, instance_state.instance.id, f"instance {instance_state.instance.state}"):
+                        replaced.append(instance_state.instance.id)
+    return replaced
+
+
+def _backends(backend_dict):
+    for regions in list(backend_dict.values()):
+        for backend in list(regions.values()):
+            yield backend
+
+
+def _find_action(group, hook, token, instance_id):
+    for action in st.state().actions.values():
+        if action.result is not None or action.group != group or action.hook != hook:
+            continue
+        if (token and action.token == token) or (not token and instance_id and action.instance_id == instance_id):
+            return action
+    what = f"token {token}" if token else f"instance ID {instance_id}"
+    raise ValidationError(f"No active Lifecycle Action found with {what}")
+
+
+def _attached_volumes(ec2_backend, instance_id):
+    """Each volume attached to the instance now: DeleteOnTermination, and whether a completed
+    snapshot of it exists — what a test needs to judge a CONTINUE."""
+    try:
+        instance = ec2_backend.get_instance(instance_id)
+    except Exception:  # noqa: BLE001 — an unknown instance has no volumes
+        return []
+    return [
+        {
+            "volume": mapping.volume_id,
+            "device": device,
+            "delete_on_termination": bool(mapping.delete_on_termination),
+            "had_completed_snapshot": _volume_saved(ec2_backend, mapping.volume_id),
+        }
+        for device, mapping in instance.get_block_device_mapping
+    ]
+
+
+def _finish(action, result, by):
+    """Completes one action; when the instance's last action is done, CONTINUE or ABANDON
+    both terminate it, unless ABANDON meets a retain policy."""
+    action.result = result
+    action.completed_by = by
+    backend = asg_models.autoscaling_backends[st.ACCOUNT][action.region]
+    st.record(
+        "action-completed",
+        group=action.group,
+        hook=action.hook,
+        instance=action.instance_id,
+        token=action.token,
+        result=result,
+        by=by,
+        volumes=_attached_volumes(backend.ec2_backend, action.instance_id),
+    )
+    siblings = [a for a in st.state().actions.values() if a.instance_id == action.instance_id]
+    if any(a.result is None for a in siblings):
+        return
+    abandoned = any(a.result == "ABANDON" for a in siblings)
+    group = backend.autoscaling_groups.get(action.group)
+    instance_state = _find_state(group, action.instance_id) if group else None
+    if abandoned and action.group in st.state().retain_on_abandon:
+        if instance_state is not None:
+            instance_state.lifecycle_state = "Terminating:Retained"
+        st.record("instance-retained", group=action.group, instance=action.instance_id)
+        return
+    if group is not None and instance_state is not None:
+        group.instance_states = [s for s in group.instance_states if s is not instance_state]
+    backend.ec2_backend.terminate_instances([action.instance_id])
+    st.record("instance-terminated", group=action.group, instance=action.instance_id, result="ABANDON" if abandoned else "CONTINUE")
+
+
+def tick_lifecycle() -> None:
+    """The hooks' timers: a heartbeat timeout or the global timeout applies the default result."""
+    t = st.now()
+    for action in list(st.state().actions.values()):
+        if action.result is not None:
+            continue
+        if t >= action.started + action.global_timeout:
+            _finish(action, action.default_result, "global-timeout")
+        elif t >= action.last_heartbeat + action.heartbeat_timeout:
+            _finish(action, action.default_result, "heartbeat-timeout")
+
+
+def complete_lifecycle_action(self):
+    result = self._get_param("LifecycleActionResult")
+    if result not in ("CONTINUE", "ABANDON"):
+        raise ValidationError("LifecycleActionResult must be CONTINUE or ABANDON")
+    action = _find_action(
+        self._get_param("AutoScalingGroupName"),
+        self._get_param("LifecycleHookName"),
+        self._get_param("LifecycleActionToken"),
+        self._get_param("InstanceId"),
+    )
+    _finish(action, result, "api")
+    return EmptyResult()
+
+
+def record_lifecycle_action_heartbeat(self):
+    action = _find_action(
+        self._get_param("AutoScalingGroupName"),
+        self._get_param("LifecycleHookName"),
+        self._get_param("LifecycleActionToken"),
+        self._get_param("InstanceId"),
+    )
+    action.last_heartbeat = st.now()
+    st.record("action-heartbeat", group=action.group, hook=action.hook, instance=action.instance_id)
+    return EmptyResult()
+
+
+_original_put_lifecycle_hook = AutoScalingResponse.put_lifecycle_hook
+
+
+def put_lifecycle_hook(self):
+    timeout = self._get_int_param("HeartbeatTimeout")
+    if timeout is not None and not 30 <= timeout <= 7200:
+        raise ValidationError("HeartbeatTimeout must be between 30 and 7200 seconds")
+    result = _original_put_lifecycle_hook(self)
+    group = self._get_param("AutoScalingGroupName")
+    name = self._get_param("LifecycleHookName")
+    hook = self.autoscaling_backend.lifecycle_hooks[f"{group}_{name}"]
+    hook.notification_metadata = self._get_param("NotificationMetadata")
+    hook.global_timeout = min(GLOBAL_TIMEOUT_CEILING, 100 * hook.heartbeat_timeout)
+    hook.notification_target_arn = self._get_param("NotificationTargetARN")
+    hook.role_arn = self._get_param("RoleARN")
+    return result
+
+
+# --- EC2: snapshots that take time, the completion events, the ledger -----------------------
+
+
+def _snapshot_plan(volume_id, request_id):
+    s = st.state()
+    fates = s.volume_fates.get(volume_id)
+    fate = fates.pop(0) if fates else "completed"
+    pending = s.volume_pending.get(volume_id, s.pending_seconds)
+    return st.SnapshotPlan(fate=fate, ends_at=st.now() + pending, request_id=request_id)
+
+
+_original_create_snapshot = ebs.EBSBackend.create_snapshot
+
+
+def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None, _request_id=None):
+    snapshot = _original_create_snapshot(self, volume_id, description, owner_id=owner_id, from_ami=from_ami)
+    snapshot.status = "pending"
+    snapshot.localaws_progress = "0%"
+    snapshot.localaws_region = self.region_name
+    st.state().snapshot_plans[snapshot.id] = _snapshot_plan(volume_id, _request_id)
+    st.record("snapshot-started", snapshot=snapshot.id, volume=volume_id, request=_request_id)
+    return snapshot
+
+
+def create_snapshots(self, instance_spec, description, tags, copy_tags_from_source=None):
+    """CreateSnapshots with ExcludeBootVolume, ExcludeDataVolumeIds and CopyTagsFromSource."""
+    instance = self.get_instance(instance_spec["InstanceId"])
+    exclude_boot = str(instance_spec.get("ExcludeBootVolume", False)).lower() == "true"
+    exclude_data = set(instance_spec.get("ExcludeDataVolumeIds") or [])
+    volumes = [
+        m.volume_id
+        for device, m in instance.get_block_device_mapping
+        if not (exclude_boot and device == instance.root_device_name) and m.volume_id not in exclude_data
+    ]
+    request_id = str(uuid.uuid4())
+    snapshots = []
+    for volume_id in volumes:
+        snapshot = create_snapshot(self, volume_id, description, _request_id=request_id)
+        if copy_tags_from_source == "volume":
+            volume_tags = {t["key"]: t["value"] for t in self.get_volume(volume_id).get_tags()}
+            snapshot.add_tags({k: v for k, v in volume_tags.items() if not k.startswith("aws:")})
+        snapshot.add_tags(tags)
+        snapshots.append(snapshot)
+    st.state().multi_requests[request_id] = {
+        "instance": instance.id,
+        "region": self.region_name,
+        "snapshots": [s.id for s in snapshots],
+        "start": st.now(),
+    }
+    return snapshots
+
+
+def create_snapshots_response(self):
+    instance_spec = self._get_param("InstanceSpecification", {})
+    description = self._get_param("Description", "")
+    tags = self._parse_tag_specification().get("snapshot", {})
+    self.error_on_dryrun()
+    snapshots = self.ec2_backend.create_snapshots(
+        instance_spec, description, tags, copy_tags_from_source=self._get_param("CopyTagsFromSource")
+    )
+    from moto.core.responses import ActionResult
+
+    return ActionResult({"Snapshots": snapshots})
+
+
+def _volume_saved(backend, volume_id):
+    return any(
+        s.volume.id == volume_id and s.status == "completed" for s in backend.snapshots.values()
+    )
+
+
+_original_delete_volume = ebs.EBSBackend.delete_volume
+
+
+def delete_volume(self, volume_id):
+    saved = _volume_saved(self, volume_id)
+    volume = _original_delete_volume(self, volume_id)
+    st.record("volume-deleted", volume=volume_id, had_completed_snapshot=saved)
+    return volume
+
+
+_original_add_block_device = ec2_instances.Instance.add_block_device
+
+
+def add_block_device(self, size, device_path, snapshot_id, encrypted, delete_on_termination, kms_key_id, volume_type):
+    previous = self.block_device_mapping.get(device_path)
+    if previous is not None:
+        self.ec2_backend.detach_volume(previous.volume_id, self.id, device_path)
+        _original_delete_volume(self.ec2_backend, previous.volume_id)
+    return _original_add_block_device(
+        self, size, device_path, snapshot_id, encrypted, delete_on_termination, kms_key_id, volume_type
+    )
+
+
+_original_block_device_mapping_handler = InstanceResponse._block_device_mapping_handler
+
+
+def block_device_mapping_handler(self):
+    modified = _original_block_device_mapping_handler(self)
+    if modified:
+        instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+        for mapping in self._get_param("BlockDeviceMappings", []):
+            device = mapping.get("DeviceName")
+            if device in instance.block_device_mapping:
+                st.record(
+                    "delete-on-termination",
+                    instance=instance.id,
+                    device=device,
+                    volume=instance.block_device_mapping[device].volume_id,
+                    value=bool(instance.block_device_mapping[device].delete_on_termination),
+                )
+    return modified
+
+
+def _arn(region, kind, resource_id, with_account):
+    account = st.ACCOUNT if with_account else ""
+    region_part = f"{region}:{account}" if with_account else f":{region}"
+    return f"arn:aws:ec2:{region_part}:{kind}/{resource_id}"
+
+
+def tick_snapshots() -> None:
+    """Ends the snapshots whose time has come, and emits their completion events."""
+    s = st.state()
+    t = st.now()
+    for backend in _backends(ebs_backends()):
+        for snapshot in list(backend.snapshots.values()):
+            plan = s.snapshot_plans.get(snapshot.id)
+            if plan is None or snapshot.status != "pending" or plan.fate == "never" or t < plan.ends_at:
+                continue
+            snapshot.status = plan.fate
+            snapshot.localaws_progress = "100%" if plan.fate == "completed" else "0%"
+            st.record(f"snapshot-{plan.fate}", snapshot=snapshot.id, volume=snapshot.volume.id)
+            if plan.request_id is None:
+                st.emit(
+                    "EBS Snapshot Notification",
+                    "aws.ec2",
+                    backend.region_name,
+                    [_arn(backend.region_name, "snapshot", snapshot.id, False)],
+                    {
+                        "event": "createSnapshot",
+                        "result": "succeeded" if plan.fate == "completed" else "failed",
+                        "cause": "" if plan.fate == "completed" else f"Snapshot {snapshot.id} is in error state",
+                        "request-id": "",
+                        "snapshot_id": _arn(backend.region_name, "snapshot", snapshot.id, False),
+                        "source": _arn(backend.region_name, "volume", snapshot.volume.id, False),
+                        "startTime": st.iso(plan.ends_at),
+                        "endTime": st.iso(t),
+                    },
+                )
+    for request_id, request in list(s.multi_requests.items()):
+        backend = ebs_backends()[st.ACCOUNT][request["region"]]
+        members = [backend.snapshots.get(sid) for sid in request["snapshots"]]
+        if any(m is not None and m.status == "pending" for m in members):
+            continue
+        del s.multi_requests[request_id]
+        members = [m for m in members if m is not None]
+        failed = [m for m in members if m.status != "completed"]
+        st.emit(
+            "EBS Multi-Volume Snapshots Completion Status",
+            "aws.ec2",
+            request["region"],
+            [_arn(request["region"], "instance", request["instance"], True)],
+            {
+                "event": "createSnapshots",
+                "result": "failed" if failed else "succeeded",
+                "cause": f"Snapshot {failed[0].id} is in error state" if failed else "",
+                "request-id": request_id,
+                "startTime": st.iso(request["start"]),
+                "endTime": st.iso(t),
+                "snapshots": [
+                    {
+                        "snapshot_id": _arn(request["region"], "snapshot", m.id, True),
+                        "source": _arn(request["region"], "volume", m.volume.id, True),
+                        "status": m.status,
+                    }
+                    for m in members
+                ],
+            },
+        )
+
+
+def ebs_backends():
+    from moto.ec2.models import ec2_backends
+
+    return ec2_backends
+
+
+def apply() -> None:
+    """Installs every patch. Idempotent."""
+    asg_models.AutoScalingBackend.terminate_instance = terminate_instance
+    asg_models.AutoScalingBackend.set_instance_health = set_instance_health
+    asg_models.FakeAutoScalingGroup.set_desired_capacity = set_desired_capacity
+    AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action
+    AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat
+    AutoScalingResponse.put_lifecycle_hook = put_lifecycle_hook
+    ebs.EBSBackend.create_snapshot = create_snapshot
+    ebs.EBSBackend.create_snapshots = create_snapshots
+    ebs.EBSBackend.delete_volume = delete_volume
+    ebs.Snapshot.progress = property(lambda self: getattr(self, "localaws_progress", "100%"))
+    # CreateSnapshots answers SnapshotInfo, whose State moto would leave out.
+    ebs.Snapshot.state = property(lambda self: self.status)
+    ElasticBlockStore.create_snapshots = create_snapshots_response
+    ec2_instances.Instance.add_block_device = add_block_device
+    InstanceResponse._block_device_mapping_handler = block_device_mapping_handler
+
+
+def tick() -> None:
+    tick_snapshots()
+    tick_lifecycle()

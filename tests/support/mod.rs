@@ -1,0 +1,506 @@
+//! The end-to-end tests' world: one local AWS per test binary (`python -m localaws` from the
+//! project's virtualenv, on 127.0.0.1 and a free port), reset between tests and shared by
+//! taking turns; lifeboat wired to it through the real SDK; and the checks every test makes on
+//! the world itself (the ledger).
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use aws_sdk_autoscaling::types::{LaunchTemplateSpecification, LifecycleState};
+use aws_sdk_ec2::types::{
+    LaunchTemplateBlockDeviceMappingRequest, LaunchTemplateEbsBlockDeviceRequest,
+    RequestLaunchTemplateData, VolumeType,
+};
+use chrono::{DateTime, Utc};
+use serde_json::{json, Value};
+
+use lifeboat::aws::client::{tuned, AwsCloud};
+use lifeboat::clock::Clock;
+use lifeboat::config::Config;
+use lifeboat::handler::{Lifeboat, LifeboatError};
+use lifeboat::report::Report;
+use lifeboat::telemetry::{MetricSink, Metrics};
+
+pub const REGION: &str = "us-east-1";
+
+/// The local AWS this test binary started. It ends when the test process does: the server
+/// watches its parent.
+pub struct LocalAws {
+    pub endpoint: String,
+    _child: Child,
+}
+
+static LOCAL_AWS: OnceLock<LocalAws> = OnceLock::new();
+/// Tests take turns on the one local AWS.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// The project's virtualenv Python, made by `scripts/venv` (the test command runs it first).
+pub fn python() -> PathBuf {
+    std::env::var_os("LIFEBOAT_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo().join(".venv/bin/python"))
+}
+
+impl LocalAws {
+    pub fn get() -> &'static LocalAws {
+        LOCAL_AWS.get_or_init(Self::start)
+    }
+
+    fn start() -> LocalAws {
+        let python = python();
+        assert!(
+            python.exists(),
+            "{} not found: run scripts/venv (the README's test command does) to create the local AWS's virtualenv",
+            python.display()
+        );
+        let port_file =
+            std::env::temp_dir().join(format!("lifeboat-localaws-{}.port", std::process::id()));
+        let _ = std::fs::remove_file(&port_file);
+        let child = Command::new(&python)
+            .args(["-m", "localaws", "--port", "0", "--port-file"])
+            .arg(&port_file)
+            .current_dir(repo())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|err| {
+                panic!(
+                    "cannot start the local AWS with {}: {err}",
+                    python.display()
+                )
+            });
+        let started = Instant::now();
+        let port = loop {
+            if let Ok(port) = std::fs::read_to_string(&port_file) {
+                break port;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "the local AWS did not start within 60 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let _ = std::fs::remove_file(&port_file);
+        LocalAws {
+            endpoint: format!("http://127.0.0.1:{}", port.trim()),
+            _child: child,
+        }
+    }
+
+    /// A call to the control API; `body` None is a GET.
+    pub fn control(&self, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/_localaws/{path}", self.endpoint);
+        let response = match body {
+            Some(body) => ureq::post(&url).send_json(body),
+            None => ureq::get(&url).call(),
+        };
+        let mut response = response.unwrap_or_else(|err| panic!("local AWS control {path}: {err}"));
+        response
+            .body_mut()
+            .read_json()
+            .unwrap_or_else(|err| panic!("local AWS control {path}: {err}"))
+    }
+}
+
+/// Lifeboat's clock in these tests: the system's, moved forward with the emulator's when a test
+/// lets hours pass.
+#[derive(Clone, Default)]
+pub struct SharedClock {
+    offset_ms: Arc<AtomicI64>,
+}
+
+impl Clock for SharedClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now() + chrono::Duration::milliseconds(self.offset_ms.load(Ordering::SeqCst))
+    }
+
+    fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send {
+        tokio::time::sleep(duration)
+    }
+}
+
+/// One test's world: the local AWS to itself (reset), SDK clients for setting the scene, and
+/// lifeboat wired to it.
+pub struct World {
+    pub aws: &'static LocalAws,
+    _turn: tokio::sync::MutexGuard<'static, ()>,
+    pub ec2: aws_sdk_ec2::Client,
+    pub asg: aws_sdk_autoscaling::Client,
+    pub lifeboat: Lifeboat<AwsCloud, SharedClock>,
+    pub sdk: aws_config::SdkConfig,
+}
+
+/// The settings every end-to-end test starts from: quick polls, a short inline wait.
+pub const FAST: &[(&str, &str)] = &[
+    ("LIFEBOAT_POLL_INITIAL_SECONDS", "1"),
+    ("LIFEBOAT_POLL_MAX_SECONDS", "1"),
+    ("LIFEBOAT_INLINE_WAIT_SECONDS", "20"),
+    ("LIFEBOAT_SWEEP_INTERVAL_SECONDS", "60"),
+];
+
+impl World {
+    pub async fn new(vars: &[(&str, &str)]) -> World {
+        let turn = TURN.lock().await;
+        let aws = LocalAws::get();
+        aws.control("reset", Some(json!({})));
+        let sdk = tuned(
+            aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .endpoint_url(&aws.endpoint)
+                .region(aws_config::Region::new(REGION))
+                .credentials_provider(aws_sdk_ec2::config::Credentials::new(
+                    "test", "test", None, None, "e2e",
+                )),
+        )
+        .load()
+        .await;
+        let mut all: Vec<(String, String)> = FAST
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        all.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        let config = Config::from_lookup(|name| {
+            all.iter()
+                .rev()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.clone())
+        })
+        .expect("test configuration");
+        World {
+            aws,
+            _turn: turn,
+            ec2: aws_sdk_ec2::Client::new(&sdk),
+            asg: aws_sdk_autoscaling::Client::new(&sdk),
+            lifeboat: Lifeboat {
+                cloud: AwsCloud::new(&sdk),
+                clock: SharedClock::default(),
+                config,
+                metrics: Metrics::new("Lifeboat", MetricSink::Memory(Mutex::new(Vec::new()))),
+            },
+            sdk,
+        }
+    }
+
+    /// A group of `size` instances from a launch template mapping `devices` (the first is the
+    /// boot volume, /dev/sda1, as moto's instances have no AMI), each volume DeleteOnTermination
+    /// (as AWS defaults it), with lifeboat's termination hook.
+    pub async fn group(
+        &self,
+        name: &str,
+        size: i32,
+        devices: &[&str],
+        heartbeat_timeout: i32,
+    ) -> Vec<String> {
+        let mut data = RequestLaunchTemplateData::builder()
+            .image_id("ami-0123456789abcdef0")
+            .instance_type("m5.large".into());
+        for (i, device) in devices.iter().enumerate() {
+            data = data.block_device_mappings(
+                LaunchTemplateBlockDeviceMappingRequest::builder()
+                    .device_name(*device)
+                    .ebs(
+                        LaunchTemplateEbsBlockDeviceRequest::builder()
+                            .volume_size(if i == 0 { 8 } else { 20 })
+                            .volume_type(VolumeType::Gp3)
+                            .delete_on_termination(true)
+                            .build(),
+                    )
+                    .build(),
+            );
+        }
+        self.ec2
+            .create_launch_template()
+            .launch_template_name(format!("{name}-template"))
+            .launch_template_data(data.build())
+            .send()
+            .await
+            .expect("launch template");
+        self.asg
+            .create_auto_scaling_group()
+            .auto_scaling_group_name(name)
+            .launch_template(
+                LaunchTemplateSpecification::builder()
+                    .launch_template_name(format!("{name}-template"))
+                    .build(),
+            )
+            .min_size(0)
+            .max_size(size + 10)
+            .desired_capacity(size)
+            .availability_zones("us-east-1a")
+            .send()
+            .await
+            .expect("group");
+        self.asg
+            .put_lifecycle_hook()
+            .auto_scaling_group_name(name)
+            .lifecycle_hook_name("lifeboat")
+            .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+            .heartbeat_timeout(heartbeat_timeout)
+            .default_result("ABANDON")
+            .send()
+            .await
+            .expect("hook");
+        self.instances(name, LifecycleState::InService).await
+    }
+
+    pub async fn instances(&self, group: &str, state: LifecycleState) -> Vec<String> {
+        let groups = self
+            .asg
+            .describe_auto_scaling_groups()
+            .auto_scaling_group_names(group)
+            .send()
+            .await
+            .expect("describe group");
+        groups.auto_scaling_groups()[0]
+            .instances()
+            .iter()
+            .filter(|i| i.lifecycle_state() == Some(&state))
+            .filter_map(|i| i.instance_id().map(str::to_owned))
+            .collect()
+    }
+
+    /// The volume ids of an instance's devices, in device order.
+    pub async fn volumes_of(&self, instance: &str) -> Vec<(String, String)> {
+        let reply = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .expect("describe instance");
+        let mut volumes: Vec<(String, String)> = reply.reservations()[0].instances()[0]
+            .block_device_mappings()
+            .iter()
+            .map(|m| {
+                (
+                    m.device_name().unwrap_or_default().to_owned(),
+                    m.ebs()
+                        .and_then(|e| e.volume_id())
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect();
+        volumes.sort();
+        volumes
+    }
+
+    pub async fn instance_state(&self, instance: &str) -> String {
+        let reply = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .expect("describe");
+        reply.reservations()[0].instances()[0]
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// Snapshots take `pending_seconds`; `fates` script how a volume's snapshots end.
+    pub fn snapshots_take(&self, pending_seconds: f64, fates: &[(&str, &[&str])]) {
+        let volumes: serde_json::Map<String, Value> = fates
+            .iter()
+            .map(|(volume, fates)| (volume.to_string(), json!({ "fates": fates })))
+            .collect();
+        self.aws.control(
+            "snapshots",
+            Some(json!({"pending_seconds": pending_seconds, "volumes": volumes})),
+        );
+    }
+
+    pub fn faults(&self, rules: Value) {
+        self.aws
+            .control("faults", Some(json!({"seed": 11, "rules": rules})));
+    }
+
+    /// The EventBridge events AWS would have sent since the last take.
+    pub fn take_events(&self) -> Vec<Value> {
+        let taken = self.aws.control("outbox/take", Some(json!({})));
+        taken["events"].as_array().cloned().unwrap_or_default()
+    }
+
+    pub fn take_events_of(&self, detail_type: &str) -> Vec<Value> {
+        self.take_events()
+            .into_iter()
+            .filter(|e| e["detail-type"] == detail_type)
+            .collect()
+    }
+
+    /// EventBridge hands one event to the function, with 900 s before its deadline.
+    pub async fn deliver(&self, event: &Value) -> Result<Report, LifeboatError> {
+        let deadline = self.lifeboat.clock.now() + chrono::Duration::seconds(900);
+        self.lifeboat.handle(event.clone(), deadline).await
+    }
+
+    pub async fn sweep(&self) -> Report {
+        let event = json!({"version": "0", "id": "sweep", "detail-type": "Scheduled Event", "source": "aws.events",
+            "account": "123456789012", "time": self.lifeboat.clock.now().to_rfc3339(), "region": REGION,
+            "resources": [], "detail": {}});
+        self.deliver(&event).await.expect("sweep")
+    }
+
+    /// Time passes for AWS and for lifeboat alike.
+    pub fn advance(&self, seconds: u64) {
+        self.aws
+            .control("clock/advance", Some(json!({ "seconds": seconds })));
+        self.lifeboat
+            .clock
+            .offset_ms
+            .fetch_add(seconds as i64 * 1000, Ordering::SeqCst);
+    }
+
+    pub fn ledger(&self) -> Ledger {
+        Ledger(self.aws.control("ledger", None))
+    }
+
+    /// Every test ends here: no volume died without a completed snapshot, no action was
+    /// completed twice, no CONTINUE left an attached volume unsaved.
+    pub fn assert_no_data_lost(&self) {
+        let ledger = self.ledger();
+        let lost = ledger.volumes_deleted_unsaved();
+        assert!(
+            lost.is_empty(),
+            "volumes deleted without a completed snapshot: {lost:?}"
+        );
+        let unsafe_continues = ledger.unsafe_continues();
+        assert!(
+            unsafe_continues.is_empty(),
+            "CONTINUE with unsaved volumes: {unsafe_continues:?}"
+        );
+        let twice = ledger.actions_completed_more_than_once();
+        assert!(
+            twice.is_empty(),
+            "actions completed more than once: {twice:?}"
+        );
+    }
+}
+
+/// What the local AWS saw happen.
+pub struct Ledger(pub Value);
+
+impl Ledger {
+    pub fn entries(&self, kind: &str) -> Vec<&Value> {
+        self.0["entries"]
+            .as_array()
+            .map(|e| e.iter().filter(|e| e["kind"] == kind).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn volumes_deleted_unsaved(&self) -> Vec<String> {
+        self.entries("volume-deleted")
+            .into_iter()
+            .filter(|e| e["had_completed_snapshot"] == false)
+            .map(|e| e["volume"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    /// CONTINUEs (by anyone's API call) while an attached volume had no completed snapshot and
+    /// would be deleted with the instance.
+    pub fn unsafe_continues(&self) -> Vec<String> {
+        self.entries("action-completed")
+            .into_iter()
+            .filter(|e| e["result"] == "CONTINUE" && e["by"] == "api")
+            .filter(|e| {
+                e["volumes"].as_array().is_some_and(|v| {
+                    v.iter().any(|v| {
+                        v["had_completed_snapshot"] == false && v["delete_on_termination"] == true
+                    })
+                })
+            })
+            .map(|e| e["instance"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    }
+
+    pub fn actions_completed_more_than_once(&self) -> Vec<String> {
+        let mut seen = std::collections::BTreeMap::<String, usize>::new();
+        for e in self.entries("action-completed") {
+            *seen
+                .entry(e["token"].as_str().unwrap_or_default().to_owned())
+                .or_default() += 1;
+        }
+        seen.into_iter()
+            .filter(|(_, n)| *n > 1)
+            .map(|(t, _)| t)
+            .collect()
+    }
+
+    pub fn completion(&self, instance: &str) -> Option<(String, String)> {
+        self.entries("action-completed")
+            .into_iter()
+            .find(|e| e["instance"] == instance)
+            .map(|e| {
+                (
+                    e["result"].as_str().unwrap_or_default().to_owned(),
+                    e["by"].as_str().unwrap_or_default().to_owned(),
+                )
+            })
+    }
+
+    pub fn calls(&self, operation: &str) -> u64 {
+        self.0["calls"][operation].as_u64().unwrap_or(0)
+    }
+
+    pub fn faults_injected(&self) -> u64 {
+        self.0["faults"]
+            .as_object()
+            .map_or(0, |f| f.values().filter_map(Value::as_u64).sum())
+    }
+}
+
+/// Snapshots of a volume, as EC2 lists them: (id, state, tags).
+pub async fn snapshots_of(
+    ec2: &aws_sdk_ec2::Client,
+    volume: &str,
+) -> Vec<(String, String, Vec<(String, String)>)> {
+    let reply = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("volume-id")
+                .values(volume)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe snapshots");
+    reply
+        .snapshots()
+        .iter()
+        .map(|s| {
+            (
+                s.snapshot_id().unwrap_or_default().to_owned(),
+                s.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
+                s.tags()
+                    .iter()
+                    .map(|t| {
+                        (
+                            t.key().unwrap_or_default().to_owned(),
+                            t.value().unwrap_or_default().to_owned(),
+                        )
+                    })
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+pub fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
+    tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+}
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    repo().join(Path::new(rel))
+}
