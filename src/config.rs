@@ -546,3 +546,24 @@ mod tests {
         assert!(p.pause(0) <= Duration::from_secs(4));
     }
 }
+
+#[cfg(test)]
+mod readme_tests {
+    use super::ENV_VARS;
+
+    /// The README's configuration table names every variable with its default.
+    #[test]
+    fn the_readme_documents_every_variable_and_its_default() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for var in ENV_VARS {
+            let default = if var.default.is_empty() {
+                "(empty)".to_owned()
+            } else {
+                format!("`{}`", var.default)
+            };
+            let row = format!("| `{}` | {} |", var.name, default);
+            assert!(readme.contains(&row), "README.md lacks the row {row}");
+        }
+    }
+}
