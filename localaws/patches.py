@@ -11,7 +11,8 @@ Auto Scaling
   ABANDON retains the instance (Terminating:Retained) when the group's instance lifecycle policy
   says TerminateHookAbandon=retain; the heartbeat timeout and the global timeout
   (min(48 h, 100 x heartbeat)) apply the hook's default result;
-- PutLifecycleHook keeps NotificationMetadata and checks HeartbeatTimeout (30-7200 s).
+- PutLifecycleHook keeps NotificationMetadata and checks HeartbeatTimeout (30-7200 s);
+- Create/UpdateAutoScalingGroup keep InstanceLifecyclePolicy (TerminateHookAbandon).
 
 EC2
 - snapshots stay pending for a configured time and end completed, in error, or never;
@@ -308,6 +309,38 @@ def put_lifecycle_hook(self):
     return result
 
 
+_original_create_group = AutoScalingResponse.create_auto_scaling_group
+_original_update_group = AutoScalingResponse.update_auto_scaling_group
+
+
+def _lifecycle_policy(self):
+    """InstanceLifecyclePolicy.RetentionTriggers.TerminateHookAbandon, which moto ignores."""
+    policy = self._get_param("InstanceLifecyclePolicy")
+    if not policy:
+        return
+    name = self._get_param("AutoScalingGroupName")
+    action = (policy.get("RetentionTriggers") or {}).get("TerminateHookAbandon")
+    group = self.autoscaling_backend.autoscaling_groups.get(name)
+    if group is not None:
+        group.instance_lifecycle_policy = policy
+    if action == "retain":
+        st.state().retain_on_abandon.add(name)
+    elif action == "terminate":
+        st.state().retain_on_abandon.discard(name)
+
+
+def create_auto_scaling_group(self):
+    result = _original_create_group(self)
+    _lifecycle_policy(self)
+    return result
+
+
+def update_auto_scaling_group(self):
+    result = _original_update_group(self)
+    _lifecycle_policy(self)
+    return result
+
+
 # --- EC2: snapshots that take time, the completion events, the ledger -----------------------
 
 
@@ -503,6 +536,8 @@ def apply() -> None:
     AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action
     AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat
     AutoScalingResponse.put_lifecycle_hook = put_lifecycle_hook
+    AutoScalingResponse.create_auto_scaling_group = create_auto_scaling_group
+    AutoScalingResponse.update_auto_scaling_group = update_auto_scaling_group
     ebs.EBSBackend.create_snapshot = create_snapshot
     ebs.EBSBackend.create_snapshots = create_snapshots
     ebs.EBSBackend.delete_volume = delete_volume

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::ids::{GroupName, HookName, InvalidId};
+use crate::ids::{one_line, GroupName, HookName, InvalidId};
 
 /// One environment variable lifeboat reads: the README's configuration table and the SAM
 /// template's parameters are checked against this list by the tests.
@@ -330,6 +330,16 @@ pub struct OverrideError {
     pub reason: String,
 }
 
+impl OverrideError {
+    /// The metadata comes from outside: its key and the reason are kept short and printable.
+    fn new(key: &str, reason: &str) -> Self {
+        Self {
+            key: one_line(key, 128),
+            reason: one_line(reason, 300),
+        }
+    }
+}
+
 /// The per-group overrides, as the hook's `NotificationMetadata` JSON object spells them: the
 /// environment variable's name without `LIFEBOAT_`, in lower case.
 #[derive(Debug, Default, Deserialize, PartialEq, Eq)]
@@ -350,10 +360,7 @@ impl GroupOverrides {
         let Some(text) = metadata.map(str::trim).filter(|t| !t.is_empty()) else {
             return Ok(Self::default());
         };
-        let whole = |reason: String| OverrideError {
-            key: "NotificationMetadata".into(),
-            reason,
-        };
+        let whole = |reason: String| OverrideError::new("NotificationMetadata", &reason);
         if text.chars().count() > METADATA_MAX_CHARS {
             return Err(whole(format!(
                 "longer than {METADATA_MAX_CHARS} characters"
@@ -367,11 +374,11 @@ impl GroupOverrides {
             serde_path_to_error::deserialize(&mut deserializer).map_err(|err| {
                 let inner = err.inner().to_string();
                 let key = match err.path().to_string() {
-                    path if path != "." => path,
+                    path if path != "." && !path.is_empty() => path,
                     _ => crate::event::field_named_in(&inner)
-                        .map_or_else(|| "NotificationMetadata".into(), str::to_owned),
+                        .unwrap_or_else(|| "NotificationMetadata".into()),
                 };
-                OverrideError { key, reason: inner }
+                OverrideError::new(&key, &inner)
             })?;
         deserializer.end().map_err(|err| whole(err.to_string()))?;
         overrides.validate()?;
@@ -379,10 +386,7 @@ impl GroupOverrides {
     }
 
     fn validate(&self) -> Result<(), OverrideError> {
-        let bad = |key: &str, reason: &str| OverrideError {
-            key: key.into(),
-            reason: reason.into(),
-        };
+        let bad = |key: &str, reason: &str| OverrideError::new(key, reason);
         if let Some(n) = self.max_attempts {
             if !(1..=10).contains(&n) {
                 return Err(bad("max_attempts", "must be between 1 and 10"));

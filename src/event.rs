@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::aws::ActionRef;
-use crate::ids::{id_from_arn, ActionToken, GroupName, HookName, InstanceId, SnapshotId};
+use crate::ids::{id_from_arn, one_line, ActionToken, GroupName, HookName, InstanceId, SnapshotId};
 
 pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 pub const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
@@ -28,11 +28,14 @@ pub struct EventError {
     pub reason: String,
 }
 
+/// Error texts end up in logs and in Lambda's error response: keep them one short line.
+const MAX_ERROR_CHARS: usize = 300;
+
 impl EventError {
     fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
         Self {
-            field: field.into(),
-            reason: reason.into(),
+            field: one_line(&field.into(), MAX_ERROR_CHARS),
+            reason: one_line(&reason.into(), MAX_ERROR_CHARS),
         }
     }
 }
@@ -106,12 +109,17 @@ impl Incoming {
 }
 
 /// The field serde names in a "missing field `x`" or "unknown field `x`" message: serde's
-/// path stops at the object that lacks (or has too many) fields.
-pub(crate) fn field_named_in(message: &str) -> Option<&str> {
+/// path stops at the object that lacks (or has too many) fields. An empty name is shown as `""`.
+pub(crate) fn field_named_in(message: &str) -> Option<String> {
     let rest = message
         .strip_prefix("missing field `")
         .or_else(|| message.strip_prefix("unknown field `"))?;
-    rest.split('`').next()
+    let name = rest.split('`').next()?;
+    Some(if name.is_empty() {
+        "\"\"".to_owned()
+    } else {
+        name.to_owned()
+    })
 }
 
 /// Deserializes `value` as `T`, naming the failing field under `prefix`.
@@ -123,11 +131,11 @@ fn typed<T: DeserializeOwned>(value: Value, prefix: &str) -> Result<T, EventErro
             parts.push(prefix.to_owned());
         }
         let path = err.path().to_string();
-        if path != "." {
+        if path != "." && !path.is_empty() {
             parts.push(path);
         }
         if let Some(field) = field_named_in(&reason) {
-            parts.push(field.to_owned());
+            parts.push(field);
         }
         let field = if parts.is_empty() {
             "$".to_owned()

@@ -6,6 +6,15 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+/// `text` as one printable line of at most `max` characters, for logs and error messages that
+/// may quote outside input.
+pub fn one_line(text: &str, max: usize) -> String {
+    text.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(max)
+        .collect()
+}
+
 /// Why a string is not a valid identifier of its kind; names the kind and the value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{kind} {value:?} is not valid: {reason}")]

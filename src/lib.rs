@@ -18,6 +18,8 @@ pub mod aws;
 pub mod clock;
 pub mod config;
 pub mod event;
+#[cfg(test)]
+mod fuzz;
 pub mod handler;
 pub mod ids;
 pub mod replay;

@@ -86,6 +86,7 @@ struct World {
     deleted_unsaved: Vec<VolumeId>,
     unsafe_continues: Vec<InstanceId>,
     held_by_another_hook: Vec<InstanceId>,
+    crash_after: Option<usize>,
     next_id: u64,
 }
 
@@ -312,9 +313,31 @@ impl FakeCloud {
         }
     }
 
+    /// The invocation dies after `calls` more AWS calls: every later call fails without effect,
+    /// as if the process had been killed between two steps.
+    pub fn crash_after(&self, calls: usize) {
+        let mut world = self.world();
+        world.crash_after = Some(world.calls.len() + calls);
+    }
+
+    /// A new invocation, in a new process.
+    pub fn restart(&self) {
+        self.world().crash_after = None;
+    }
+
     fn call(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, World>, AwsError> {
         let now = self.clock.now();
         let mut world = self.world();
+        if world
+            .crash_after
+            .is_some_and(|limit| world.calls.len() >= limit)
+        {
+            return Err(AwsError::new(
+                operation,
+                AwsErrorKind::Unavailable,
+                "the invocation was killed",
+            ));
+        }
         world.calls.push(operation);
         Self::advance(&mut world, now);
         if let Some(kind) = world

@@ -342,3 +342,64 @@ async fn a_sweep_leaves_a_finished_rescue_alone_while_another_hook_holds_the_ins
         .unwrap();
     assert_eq!(lb.cloud.snapshots_of(&volumes[0]).len(), 1);
 }
+
+/// Crash safety: the invocation is killed after each step of a rescue in turn (any number of
+/// AWS calls in); the retried event and the sweep then finish the rescue with one snapshot set,
+/// no volume lost, and the action completed once.
+#[tokio::test]
+async fn a_rescue_killed_after_any_step_is_finished_without_a_duplicate_set() {
+    let clean_run_calls = {
+        let lb = lifeboat();
+        let (instance, _) = lb
+            .cloud
+            .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf", "/dev/sdg"]);
+        lb.handle(
+            lifecycle_event(&lb, "termination.json", &instance),
+            deadline(&lb),
+        )
+        .await
+        .unwrap();
+        lb.cloud.calls().len()
+    };
+    assert!(clean_run_calls >= 6, "{clean_run_calls}");
+    for killed_after in 0..clean_run_calls {
+        // GIVEN a rescue whose first invocation dies after `killed_after` AWS calls
+        let lb = lifeboat();
+        let (instance, volumes) = lb
+            .cloud
+            .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf", "/dev/sdg"]);
+        let event = lifecycle_event(&lb, "termination.json", &instance);
+        lb.cloud.crash_after(killed_after);
+        let _ = lb.handle(event.clone(), deadline(&lb)).await;
+        lb.cloud.restart();
+        // WHEN Lambda retries the event a minute later, and the sweep comes round
+        lb.clock.advance(Duration::from_secs(60));
+        let _ = lb.handle(event, deadline(&lb)).await;
+        for _ in 0..3 {
+            lb.clock.advance(Duration::from_secs(300));
+            lb.handle(sample("scheduled-sweep.json"), deadline(&lb))
+                .await
+                .unwrap();
+        }
+        // THEN one snapshot per volume, released once, nothing lost
+        for v in &volumes {
+            assert_eq!(
+                lb.cloud.snapshots_of(v).len(),
+                1,
+                "killed after {killed_after} calls: duplicate snapshot"
+            );
+        }
+        let action = lb.cloud.action(&instance);
+        assert_eq!(
+            action.result,
+            Some(ActionResult::Continue),
+            "killed after {killed_after} calls"
+        );
+        assert_eq!(action.completions, 1);
+        assert!(
+            lb.cloud.deleted_unsaved().is_empty(),
+            "killed after {killed_after} calls"
+        );
+        assert!(lb.cloud.unsafe_continues().is_empty());
+    }
+}
