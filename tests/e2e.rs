@@ -418,3 +418,43 @@ async fn lifeboat_replay_runs_the_handler_on_an_event_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("detail.EC2InstanceId"));
     w.assert_no_data_lost();
 }
+
+#[tokio::test]
+async fn the_happy_path_costs_six_calls_besides_the_polls() {
+    let w = World::new(&[]).await;
+    w.snapshots_take(2.5, &[]);
+    let instances = w.group("api-db", 1, &STORY_DEVICES, 900).await;
+    w.asg
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(&instances[0])
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .unwrap();
+    let event = w.take_events_of("EC2 Instance-terminate Lifecycle Action").remove(0);
+    let before = w.ledger();
+    let report = w.deliver(&event).await.unwrap();
+    assert_eq!(report.rescues[0].outcome, Outcome::Released);
+    let after = w.ledger();
+    let delta = |op: &str| after.calls(op) - before.calls(op);
+    let polls = delta("ec2:DescribeSnapshots") - 1; // the first one is the look-up, the rest are polls
+    let others: u64 = [
+        "ec2:DescribeInstances",
+        "ec2:DescribeVolumes",
+        "ec2:DescribeInstanceTypes",
+        "ec2:CreateSnapshots",
+        "ec2:CreateSnapshot",
+        "ec2:CreateTags",
+        "ec2:ModifyInstanceAttribute",
+        "autoscaling:RecordLifecycleActionHeartbeat",
+        "autoscaling:CompleteLifecycleAction",
+        "autoscaling:DescribeLifecycleHooks",
+    ]
+    .iter()
+    .map(|op| delta(op))
+    .sum::<u64>()
+        + 1;
+    assert!(others <= 6, "{others} calls besides {polls} polls");
+    assert!((1..=4).contains(&polls), "{polls} polls for a 2.5 s snapshot with 1 s pauses");
+    w.assert_no_data_lost();
+}

@@ -23,6 +23,14 @@ const FILTER_VALUES_PER_REQUEST: usize = 200;
 /// The largest page `DescribeSnapshots` returns.
 const SNAPSHOT_PAGE_SIZE: i32 = 1000;
 
+/// Instance families without instance-store disks in any size (current generations that have a
+/// `d` variant for local disks). A type of another family is asked about, once per process.
+const EBS_ONLY_FAMILIES: &[&str] = &[
+    "t2", "t3", "t3a", "t4g", "m4", "m5", "m5a", "m5n", "m6a", "m6g", "m6i", "m7a", "m7g", "m7i",
+    "m8g", "c4", "c5", "c5a", "c5n", "c6a", "c6g", "c6i", "c7a", "c7g", "c7i", "c8g", "r4", "r5",
+    "r5a", "r5n", "r6a", "r6g", "r6i", "r7a", "r7g", "r7i", "r8g",
+];
+
 /// `Inventory` and `SnapshotStore` on a real EC2 client.
 pub struct Ec2Adapter {
     client: aws_sdk_ec2::Client,
@@ -205,6 +213,10 @@ impl Inventory for Ec2Adapter {
     }
 
     async fn instance_store_disks(&self, instance_type: &str) -> Result<Option<u32>, AwsError> {
+        let family = instance_type.split('.').next().unwrap_or_default();
+        if EBS_ONLY_FAMILIES.contains(&family) {
+            return Ok(Some(0));
+        }
         if let Some(known) = self.cached_instance_store(instance_type) {
             return Ok(known);
         }
@@ -635,6 +647,37 @@ mod tests {
             10,
             "every attempt of the retry budget was used"
         );
+    }
+
+    #[tokio::test]
+    async fn instance_store_is_asked_once_per_type_and_never_for_ebs_only_families() {
+        let rule = mock!(Client::describe_instance_types)
+            .match_requests(|r| r.instance_types().iter().map(|t| t.as_str()).eq(["m5d.large"]))
+            .then_output(|| {
+                aws_sdk_ec2::operation::describe_instance_types::DescribeInstanceTypesOutput::builder()
+                    .instance_types(
+                        aws_sdk_ec2::types::InstanceTypeInfo::builder()
+                            .instance_storage_info(
+                                aws_sdk_ec2::types::InstanceStorageInfo::builder()
+                                    .disks(aws_sdk_ec2::types::DiskInfo::builder().count(1).size_in_gb(75).build())
+                                    .build(),
+                            )
+                            .build(),
+                    )
+                    .build()
+            });
+        let adapter = Ec2Adapter::new(ec2(&[&rule]));
+        assert_eq!(
+            adapter.instance_store_disks("m5.large").await.unwrap(),
+            Some(0)
+        );
+        for _ in 0..3 {
+            assert_eq!(
+                adapter.instance_store_disks("m5d.large").await.unwrap(),
+                Some(1)
+            );
+        }
+        assert_eq!(rule.num_calls(), 1);
     }
 
     #[tokio::test]

@@ -29,6 +29,9 @@ use label::{RescueState, SnapshotLabel, VolumeDescriptor};
 
 /// How far EC2's clock (a snapshot's start time) and lifeboat's may disagree.
 const CLOCK_SKEW: Duration = Duration::from_secs(300);
+/// Attached volumes read this recently are fresh enough to check the invariant before CONTINUE
+/// (a read just before the call has a window too); older ones are read again.
+const ATTACHMENTS_FRESH_FOR: Duration = Duration::from_secs(60);
 /// A bound on one invocation's decide-and-act steps: a safety net, never reached when the
 /// decision and the release check agree (each step waits, creates a snapshot or finishes).
 const MAX_STEPS: u32 = 1000;
@@ -82,6 +85,8 @@ pub struct Rescue {
     volumes: BTreeMap<VolumeId, VolumeDescriptor>,
     snapshots: BTreeMap<SnapshotId, SnapshotFacts>,
     renewed_at: Option<DateTime<Utc>>,
+    /// The volumes attached to the instance, and when EC2 said so.
+    attached: Option<(DateTime<Utc>, Vec<VolumeFacts>)>,
     instance_gone: bool,
     instance_store_disks: Option<u32>,
     kept: Vec<KeptVolume>,
@@ -100,6 +105,7 @@ impl Rescue {
             snapshots: BTreeMap::new(),
             // The hook's timer started when the instance began to wait.
             renewed_at: termination.started_at,
+            attached: None,
             instance_gone: false,
             instance_store_disks: None,
             kept: Vec::new(),
@@ -121,6 +127,7 @@ impl Rescue {
             volumes: BTreeMap::new(),
             snapshots: BTreeMap::new(),
             renewed_at: None,
+            attached: None,
             instance_gone: false,
             instance_store_disks: None,
             kept: Vec::new(),
@@ -427,11 +434,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 return self.drive(rescue, hook, inline_until).await;
             }
         };
-        let volumes = self
-            .cloud
-            .attached_volumes(&instance_id)
-            .await
-            .map_err(|err| rescue.error(err))?;
+        let volumes = self.attached_volumes(rescue, Duration::ZERO).await?;
         self.note_instance_store(rescue, &instance).await;
         let plan = plan::plan(&instance, &volumes, settings);
         rescue.volumes = plan
@@ -469,6 +472,8 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 .keep_volumes(&instance_id, &volumes, &tags)
                 .await
                 .map_err(|err| rescue.error(err))?;
+            // What EC2 said of these volumes no longer holds.
+            rescue.attached = None;
             for (volume_id, device) in volumes {
                 info!(volume_id = %volume_id, device, reason, "volume not snapshotted, kept instead (DeleteOnTermination=false)");
                 rescue.kept.push(KeptVolume {
@@ -485,6 +490,30 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             "rescue started: one crash-consistent snapshot set of the instance's volumes"
         );
         self.drive(rescue, hook, inline_until).await
+    }
+
+    /// The volumes attached now, read again unless the last read is younger than `max_age`.
+    async fn attached_volumes(
+        &self,
+        rescue: &mut Rescue,
+        max_age: Duration,
+    ) -> Result<Vec<VolumeFacts>, RescueError> {
+        if rescue.instance_gone {
+            return Ok(Vec::new());
+        }
+        let now = self.clock.now();
+        if let Some((at, volumes)) = &rescue.attached {
+            if now - *at <= to_chrono(max_age) {
+                return Ok(volumes.clone());
+            }
+        }
+        let volumes = self
+            .cloud
+            .attached_volumes(&rescue.action.instance_id)
+            .await
+            .map_err(|err| rescue.error(err))?;
+        rescue.attached = Some((now, volumes.clone()));
+        Ok(volumes)
     }
 
     async fn note_instance_store(&self, rescue: &mut Rescue, instance: &InstanceFacts) {
@@ -593,7 +622,16 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 && progress
                     .iter()
                     .all(|v| v.attempts.contains(&SnapshotState::Completed));
-            if !releasable {
+            let now = self.clock.now();
+            let next_pause = self.config.poll.pause(round);
+            // The hook's timing matters only when the hold could lapse under the shortest
+            // timeout AWS allows, or when this invocation leaves the rescue to others.
+            let leaving = now + to_chrono(next_pause) > inline_until;
+            let hold_is_fresh = rescue.renewed_at.is_some_and(|renewed| {
+                now + to_chrono(next_pause) - renewed
+                    < to_chrono(decision::MIN_HEARTBEAT_TIMEOUT / 2)
+            });
+            if !releasable && (leaving || !hold_is_fresh) {
                 self.load_hook(rescue, hook).await;
             }
             let hook_facts = hook.facts.clone().flatten();
@@ -602,7 +640,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 .as_ref()
                 .map_or(self.config.defaults.max_attempts, |s| s.max_attempts);
             let facts = Facts {
-                now: self.clock.now(),
+                now,
                 volumes: progress,
                 max_attempts,
                 instance_gone: rescue.instance_gone,
@@ -613,7 +651,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                     heartbeat_timeout: hook_facts.as_ref().map(|h| h.heartbeat_timeout),
                 },
                 inline_until,
-                next_pause: self.config.poll.pause(round),
+                next_pause,
                 sweep_interval: self.config.sweep_interval,
             };
             match decide(&facts) {
@@ -695,14 +733,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
     /// has a completed snapshot of this rescue, or was kept by lifeboat. `None` when a volume
     /// is not covered yet: it joins the rescue and the loop goes on.
     async fn release(&self, rescue: &mut Rescue) -> Result<Option<RescueReport>, RescueError> {
-        let attached = if rescue.instance_gone {
-            Vec::new()
-        } else {
-            self.cloud
-                .attached_volumes(&rescue.action.instance_id)
-                .await
-                .map_err(|err| rescue.error(err))?
-        };
+        let attached = self.attached_volumes(rescue, ATTACHMENTS_FRESH_FOR).await?;
         let uncovered: Vec<&VolumeFacts> = attached
             .iter()
             .filter(|v| !rescue.saved(&v.id) && !kept_by(v, &rescue.action.instance_id))
@@ -782,14 +813,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         rescue: &mut Rescue,
         reason: FailSafeReason,
     ) -> Result<RescueReport, RescueError> {
-        let attached = if rescue.instance_gone {
-            Vec::new()
-        } else {
-            self.cloud
-                .attached_volumes(&rescue.action.instance_id)
-                .await
-                .map_err(|err| rescue.error(err))?
-        };
+        let attached = self.attached_volumes(rescue, Duration::ZERO).await?;
         let unsaved: Vec<(VolumeId, String)> = attached
             .iter()
             .filter(|v| !rescue.saved(&v.id))
