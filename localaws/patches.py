@@ -15,13 +15,15 @@ Auto Scaling
 - Create/UpdateAutoScalingGroup keep InstanceLifecyclePolicy (TerminateHookAbandon).
 
 EC2
-- snapshots stay pending for a configured time and end completed, in error, or never;
+- snapshots stay pending for a configured time and end completed, in error, or never, and keep
+  their volume's KMS key;
 - CreateSnapshots honours ExcludeDataVolumeIds and CopyTagsFromSource=volume;
 - EBS completion events (multi-volume and single) are emitted when snapshots end;
 - a block device mapping that names a device the AMI already maps replaces it (moto would
   leave the AMI's volume attached but unmapped);
 - every volume deletion is written to the ledger with whether a completed snapshot of it
-  existed at that moment.
+  existed at that moment;
+- a resource's tags are read from moto's own index instead of a scan of every tag (speed only).
 """
 
 import uuid
@@ -30,8 +32,10 @@ from moto.autoscaling import models as asg_models
 from moto.autoscaling.exceptions import ValidationError
 from moto.autoscaling.responses import AutoScalingResponse
 from moto.core.responses import EmptyResult
+from moto.ec2.models import core as ec2_core
 from moto.ec2.models import elastic_block_store as ebs
 from moto.ec2.models import instances as ec2_instances
+from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.instances import InstanceResponse
 
@@ -357,6 +361,8 @@ _original_create_snapshot = ebs.EBSBackend.create_snapshot
 
 def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None, _request_id=None):
     snapshot = _original_create_snapshot(self, volume_id, description, owner_id=owner_id, from_ami=from_ami)
+    # A snapshot of an encrypted volume is encrypted with the volume's key (moto drops the key).
+    snapshot.kms_key_id = self.get_volume(volume_id).kms_key_id
     snapshot.status = "pending"
     snapshot.localaws_progress = "0%"
     snapshot.localaws_region = self.region_name
@@ -528,6 +534,17 @@ def ebs_backends():
     return ec2_backends
 
 
+def get_tags(self):
+    """A resource's tags by its id: moto scans every tag of the region for each resource, which
+    makes a tag-filtered DescribeSnapshots quadratic and a storm of hundreds of rescues crawl.
+    Same result, from the backend's own index."""
+    if not self.id:
+        return []
+    resource_type = EC2_PREFIX_TO_RESOURCE.get(get_prefix(self.id), "")
+    tags = self.ec2_backend.tags.get(self.id) or {}
+    return [{"resource_id": self.id, "key": k, "value": v, "resource_type": resource_type} for k, v in tags.items()]
+
+
 def apply() -> None:
     """Installs every patch. Idempotent."""
     asg_models.AutoScalingBackend.terminate_instance = terminate_instance
@@ -546,6 +563,7 @@ def apply() -> None:
     ebs.Snapshot.state = property(lambda self: self.status)
     ElasticBlockStore.create_snapshots = create_snapshots_response
     ec2_instances.Instance.add_block_device = add_block_device
+    ec2_core.TaggedEC2Resource.get_tags = get_tags
     InstanceResponse._block_device_mapping_handler = block_device_mapping_handler
 
 

@@ -8,7 +8,7 @@ use aws_sdk_autoscaling::types::LifecycleState;
 use serde_json::json;
 
 use lifeboat::report::Outcome;
-use support::{snapshots_of, tag, World};
+use support::{snapshot_encryption, snapshots_of, tag, World};
 
 const STORY_DEVICES: [&str; 3] = ["/dev/sda1", "/dev/sdf", "/dev/sdg"];
 
@@ -68,6 +68,15 @@ async fn the_story_ends_with_every_volume_snapshotted_before_the_instance_goes()
         1,
         "one crash-consistent set"
     );
+    // Encryption is preserved: the data volumes' snapshots carry their customer managed key.
+    for (device, volume) in volumes.iter().filter(|(d, _)| d != "/dev/sda1") {
+        let encryption = snapshot_encryption(&w.ec2, volume).await;
+        assert_eq!(
+            encryption,
+            [(true, Some(support::DATA_KEY.to_owned()))],
+            "{device}"
+        );
+    }
     w.assert_no_data_lost();
 }
 
@@ -362,9 +371,11 @@ async fn an_action_that_expired_is_recorded_as_ended_not_retried() {
     let completion = w.take_events_of("EBS Multi-Volume Snapshots Completion Status");
     let report = w.deliver(&completion[0]).await.unwrap();
     assert_eq!(report.rescues[0].outcome, Outcome::Ended);
+    // Every snapshot had completed before the hook timed out: the data is safe, and the record
+    // says so.
     for (_, volume) in &volumes {
         let snapshots = snapshots_of(&w.ec2, volume).await;
-        assert_eq!(tag(&snapshots[0].2, "lifeboat:state"), Some("ended"));
+        assert_eq!(tag(&snapshots[0].2, "lifeboat:state"), Some("released"));
     }
     // The next sweep has nothing left to do for it.
     assert!(w.sweep().await.rescues.is_empty());
@@ -431,7 +442,9 @@ async fn the_happy_path_costs_six_calls_besides_the_polls() {
         .send()
         .await
         .unwrap();
-    let event = w.take_events_of("EC2 Instance-terminate Lifecycle Action").remove(0);
+    let event = w
+        .take_events_of("EC2 Instance-terminate Lifecycle Action")
+        .remove(0);
     let before = w.ledger();
     let report = w.deliver(&event).await.unwrap();
     assert_eq!(report.rescues[0].outcome, Outcome::Released);
@@ -455,6 +468,9 @@ async fn the_happy_path_costs_six_calls_besides_the_polls() {
     .sum::<u64>()
         + 1;
     assert!(others <= 6, "{others} calls besides {polls} polls");
-    assert!((1..=4).contains(&polls), "{polls} polls for a 2.5 s snapshot with 1 s pauses");
+    assert!(
+        (1..=4).contains(&polls),
+        "{polls} polls for a 2.5 s snapshot with 1 s pauses"
+    );
     w.assert_no_data_lost();
 }

@@ -10,6 +10,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::aws::fake::{FakeCloud, Fate};
+use crate::aws::SnapshotStore;
 use crate::clock::FakeClock;
 use crate::ids::InstanceId;
 use crate::telemetry::MetricSink;
@@ -402,4 +403,38 @@ async fn a_rescue_killed_after_any_step_is_finished_without_a_duplicate_set() {
         );
         assert!(lb.cloud.unsafe_continues().is_empty());
     }
+}
+
+#[tokio::test]
+async fn a_duplicate_that_finds_the_action_over_leaves_the_release_on_record() {
+    // GIVEN a rescue released by one invocation
+    let lb = lifeboat();
+    let (instance, volumes) = lb.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    let event = lifecycle_event(&lb, "termination.json", &instance);
+    let report = lb.handle(event, deadline(&lb)).await.unwrap();
+    assert_eq!(report.rescues[0].outcome, Outcome::Released);
+    // WHEN a duplicate still holding the pending view reaches CompleteLifecycleAction
+    let found = lb
+        .cloud
+        .find_snapshots(&crate::rescue::snapshots_of([instance.clone()]))
+        .await
+        .unwrap();
+    let mut stale = crate::rescue::rescues_from(found).remove(0);
+    stale.state = crate::rescue::label::RescueState::Pending;
+    let report = crate::rescue::Rescuer {
+        cloud: &lb.cloud,
+        clock: &lb.clock,
+        config: &lb.config,
+        metrics: &lb.metrics,
+    }
+    .resume(stale)
+    .await
+    .unwrap();
+    // THEN it reports the rescue finished and the record still says released
+    assert_eq!(report.outcome, Outcome::AlreadyFinished);
+    let label =
+        crate::rescue::label::SnapshotLabel::read(&lb.cloud.snapshots_of(&volumes[0])[0].tags)
+            .unwrap()
+            .unwrap();
+    assert_eq!(label.state, crate::rescue::label::RescueState::Released);
 }

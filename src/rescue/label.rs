@@ -38,11 +38,13 @@ pub const MAX_TAGS_PER_RESOURCE: usize = 50;
 pub enum RescueState {
     /// Snapshots are being taken; the instance is held.
     Pending,
-    /// Every volume had a completed snapshot; lifeboat completed the action with CONTINUE.
+    /// Every volume had a completed snapshot when the action ended: lifeboat completed it with
+    /// CONTINUE (or found it over with every volume saved).
     Released,
     /// Lifeboat kept the unsnapshotted volumes and completed the action with ABANDON.
     Failed,
-    /// The action ended without lifeboat (timed out, completed by someone else).
+    /// The action ended without lifeboat (timed out, completed by someone else) while a volume
+    /// had no completed snapshot yet: an operator must look.
     Ended,
 }
 

@@ -373,8 +373,9 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 settings: Some(settings.clone()),
             };
             match existing {
-                Some(found) if found.state.is_final() => {
+                Some(mut found) if found.state.is_final() => {
                     info!(state = %found.state, "rescue already finished; nothing to do");
+                    self.heal_record(&mut found).await;
                     Ok(found.report(Outcome::AlreadyFinished, None))
                 }
                 Some(mut found) => {
@@ -867,25 +868,48 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
 
     /// The action is over without lifeboat: record it, and say loudly if data was at risk.
     async fn ended(&self, rescue: &mut Rescue) -> Result<RescueReport, RescueError> {
+        // Another invocation of lifeboat (a duplicate delivery) may have completed the action
+        // a moment ago: its record stands.
+        self.refresh(rescue).await?;
+        if matches!(rescue.state, RescueState::Released | RescueState::Failed) {
+            info!(state = %rescue.state, "another invocation finished this rescue");
+            self.heal_record(rescue).await;
+            return Ok(rescue.report(Outcome::AlreadyFinished, None));
+        }
         let unsaved: Vec<String> = rescue
             .volumes
             .keys()
             .filter(|v| !rescue.saved(v))
             .map(ToString::to_string)
             .collect();
-        self.finish(rescue, RescueState::Ended).await;
-        self.metrics.rescue_ended(&rescue.action.group);
+        let reason =
+            "no active lifecycle action: it timed out or was completed by someone else".to_owned();
         if unsaved.is_empty() {
+            // Every volume is saved and the action is over: the data is safe, whoever ended it
+            // (often this rescue itself, in an invocation stopped before it could record it).
             warn!("the lifecycle action was already over; every volume has a completed snapshot");
+            self.finish(rescue, RescueState::Released).await;
         } else {
             error!(
                 unsaved_volumes = ?unsaved,
                 "the lifecycle action ended before every volume had a completed snapshot; running snapshots go on"
             );
+            self.finish(rescue, RescueState::Ended).await;
+            self.metrics.rescue_ended(&rescue.action.group);
         }
-        let reason =
-            "no active lifecycle action: it timed out or was completed by someone else".to_owned();
         Ok(rescue.report(Outcome::Ended, Some(reason)))
+    }
+
+    /// A finished rescue whose record is partly `pending` (a set created by a duplicate
+    /// invocation after the other one finished) gets its final state everywhere, so the sweep
+    /// does not come back to it.
+    async fn heal_record(&self, rescue: &mut Rescue) {
+        let stragglers = rescue.snapshots.values().any(|s| {
+            s.tags.get(label::STATE).map(String::as_str) == Some(RescueState::Pending.as_str())
+        });
+        if stragglers {
+            self.finish(rescue, rescue.state).await;
+        }
     }
 
     /// Records a final state on every snapshot of the rescue. The action is already completed:

@@ -5,6 +5,8 @@
 
 #![allow(dead_code)]
 
+pub mod campaign;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -27,6 +29,13 @@ use lifeboat::report::Report;
 use lifeboat::telemetry::{MetricSink, Metrics};
 
 pub const REGION: &str = "us-east-1";
+/// The credentials lifeboat signs its calls with in these tests: distinctive, so a test can
+/// prove they never reach a log line.
+pub const ACCESS_KEY_ID: &str = "AKIALIFEBOATE2ETESTS";
+pub const SECRET_ACCESS_KEY: &str = "lifeboat-e2e-secret-never-logged-5e1f";
+/// The customer managed key of the scenes' data volumes.
+pub const DATA_KEY: &str =
+    "arn:aws:kms:us-east-1:123456789012:key/0b1c2d3e-4f5a-4b6c-8d7e-9f0a1b2c3d4e";
 
 /// The local AWS this test binary started. It ends when the test process does: the server
 /// watches its parent.
@@ -211,6 +220,9 @@ impl World {
                             .volume_size(if i == 0 { 8 } else { 20 })
                             .volume_type(VolumeType::Gp3)
                             .delete_on_termination(true)
+                            // The data volumes are encrypted with a customer managed key.
+                            .encrypted(i > 0)
+                            .set_kms_key_id((i > 0).then(|| DATA_KEY.to_owned()))
                             .build(),
                     )
                     .build(),
@@ -492,6 +504,35 @@ pub async fn snapshots_of(
                         )
                     })
                     .collect(),
+            )
+        })
+        .collect()
+}
+
+/// Whether each snapshot of a volume is encrypted, and with which key.
+pub async fn snapshot_encryption(
+    ec2: &aws_sdk_ec2::Client,
+    volume: &str,
+) -> Vec<(bool, Option<String>)> {
+    let reply = ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("volume-id")
+                .values(volume)
+                .build(),
+        )
+        .send()
+        .await
+        .expect("describe snapshots");
+    reply
+        .snapshots()
+        .iter()
+        .map(|s| {
+            (
+                s.encrypted().unwrap_or(false),
+                s.kms_key_id().map(str::to_owned),
             )
         })
         .collect()
