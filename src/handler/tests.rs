@@ -363,6 +363,7 @@ async fn a_rescue_killed_after_any_step_is_finished_without_a_duplicate_set() {
         lb.cloud.calls().len()
     };
     assert!(clean_run_calls >= 6, "{clean_run_calls}");
+    println!("a clean rescue makes {clean_run_calls} AWS calls; killing it after each of them");
     for killed_after in 0..clean_run_calls {
         // GIVEN a rescue whose first invocation dies after `killed_after` AWS calls
         let lb = lifeboat();

@@ -29,6 +29,9 @@ pub struct Storm {
     pub completion_dropped: f64,
     /// Share of volumes whose first snapshot ends in error.
     pub snapshot_errors: f64,
+    /// Share of volumes whose snapshots always fail (at least one volume): their rescue must
+    /// fail safe, keeping them.
+    pub never_snapshot: f64,
     /// Share of invocations cut off: half at an early Lambda deadline, half killed mid-rescue.
     pub cut: f64,
     /// Lambda instances running at once, each with its own SDK clients.
@@ -46,6 +49,7 @@ impl Storm {
             duplicated: 0.2,
             completion_dropped: 0.2,
             snapshot_errors: 0.05,
+            never_snapshot: 0.01,
             cut: 0.2,
             concurrency: 32,
             seed: 2026,
@@ -237,11 +241,15 @@ pub async fn run(w: &World, storm: &Storm) -> Figures {
         .iter()
         .filter_map(|v| v.volume_id().map(str::to_owned))
         .collect();
-    let erring: Vec<(String, Value)> = volumes
-        .iter()
-        .filter(|_| rng.f64() < storm.snapshot_errors)
-        .map(|v| (v.clone(), json!({"fates": ["error", "completed"]})))
-        .collect();
+    let mut erring: Vec<(String, Value)> = Vec::new();
+    for (n, volume) in volumes.iter().enumerate() {
+        let draw = rng.f64();
+        if draw < storm.never_snapshot || (n == 0 && storm.never_snapshot > 0.0) {
+            erring.push((volume.clone(), json!({"fates": vec!["error"; 10]})));
+        } else if draw < storm.never_snapshot + storm.snapshot_errors {
+            erring.push((volume.clone(), json!({"fates": ["error", "completed"]})));
+        }
+    }
     w.aws.control(
         "snapshots",
         Some(json!({"pending_seconds": 3.0, "volumes": erring.into_iter().collect::<serde_json::Map<_, _>>()})),
