@@ -30,6 +30,14 @@ pub fn retry_config() -> RetryConfig {
         .with_max_backoff(Duration::from_secs(20))
 }
 
+/// HTTPS (and plain HTTP, for a local endpoint) over rustls with ring.
+fn https_client() -> aws_smithy_runtime_api::client::http::SharedHttpClient {
+    use aws_smithy_http_client::tls::{rustls_provider::CryptoMode, Provider};
+    aws_smithy_http_client::Builder::new()
+        .tls_provider(Provider::Rustls(CryptoMode::Ring))
+        .build_https()
+}
+
 /// The shared SDK configuration, read from the standard environment.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     tuned(aws_config::defaults(BehaviorVersion::latest()))
@@ -40,13 +48,16 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
 /// Lifeboat's retries and timeouts on a configuration loader (the standard one, or one a test
 /// points at the local AWS).
 pub fn tuned(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
-    loader.retry_config(retry_config()).timeout_config(
-        TimeoutConfig::builder()
-            .connect_timeout(Duration::from_secs(5))
-            .operation_attempt_timeout(Duration::from_secs(30))
-            .operation_timeout(Duration::from_secs(180))
-            .build(),
-    )
+    loader
+        .http_client(https_client())
+        .retry_config(retry_config())
+        .timeout_config(
+            TimeoutConfig::builder()
+                .connect_timeout(Duration::from_secs(5))
+                .operation_attempt_timeout(Duration::from_secs(30))
+                .operation_timeout(Duration::from_secs(180))
+                .build(),
+        )
 }
 
 /// Both adapters over clients built from one configuration.
