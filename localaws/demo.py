@@ -5,7 +5,8 @@ two data volumes. The instance is stopped for a reboot; the group's health check
 unhealthy, launches a replacement and terminates the original. Lifeboat's hook holds it; the
 events AWS would send through EventBridge are handed to the function with `cargo lambda invoke`
 (the function runs under `cargo lambda watch`). The demo prints a timeline and the rescued
-volumes, and exits non-zero if the rescue did not hold.
+volumes, then the operator's side with the `lifeboat` binary (watch, list, restore onto a
+recovery instance, audit), and exits non-zero if the rescue or any of that did not hold.
 
 Run by scripts/demo, which starts the local AWS and `cargo lambda watch` first.
 """
@@ -32,7 +33,8 @@ SNAPSHOT_SECONDS = 8
 
 
 class Demo:
-    def __init__(self, endpoint, invoke_port, function):
+    def __init__(self, endpoint, invoke_port, function, lifeboat):
+        self.lifeboat = lifeboat
         self.endpoint = endpoint
         self.invoke_port = invoke_port
         self.function = function
@@ -127,8 +129,11 @@ class Demo:
             raise SystemExit(f"expected one termination event, got {len(termination)}")
         self.say("EventBridge delivers the termination lifecycle event to lifeboat")
         self.invoke(termination[0], "the termination event")
-        state, _ = self.lifecycle_state()
+        state, replacements = self.lifecycle_state()
+        self.replacement = replacements[0]
         self.say(f"{self.instance} is {state} while its snapshots run ({SNAPSHOT_SECONDS} s here, hours for a big first snapshot)")
+        self.say(f"the operator runs: lifeboat watch --instance {self.instance}")
+        watching = self.operator_start(["watch", "--instance", self.instance, "--interval-seconds", "2"])
         deadline = time.time() + SNAPSHOT_SECONDS + 60
         released = False
         while time.time() < deadline and not released:
@@ -139,7 +144,74 @@ class Demo:
                 released = any(r["outcome"] == "released" for r in report.get("rescues", []))
         state = self.instance_facts()["State"]["Name"]
         self.say(f"{self.instance} is {state}")
-        return self.verdict()
+        watched, _ = watching.communicate(timeout=60)
+        ok = self.verdict()
+        if ok:
+            ok = self.operate(watched, watching.returncode)
+        print("\nthe rescue held." if ok else "\nTHE RESCUE DID NOT HOLD.")
+        return ok
+
+    def operator_env(self):
+        return {
+            "PATH": os.environ.get("PATH", ""),
+            "AWS_ENDPOINT_URL": self.endpoint,
+            "AWS_REGION": "us-east-1",
+            "AWS_ACCESS_KEY_ID": "test",
+            "AWS_SECRET_ACCESS_KEY": "test",
+        }
+
+    def operator_start(self, args):
+        return subprocess.Popen([self.lifeboat, *args], env=self.operator_env(), stdout=subprocess.PIPE, text=True)
+
+    def operator(self, args):
+        """Runs the operator's command line, prints the command and its output; returns the exit status."""
+        result = subprocess.run([self.lifeboat, *args], env=self.operator_env(), capture_output=True, text=True, timeout=600)
+        print(f"\n$ lifeboat {' '.join(args)}")
+        print(result.stdout.rstrip())
+        if result.stderr.strip():
+            print(result.stderr.rstrip())
+        return result.returncode
+
+    def operate(self, watched, watch_status):
+        """The operator's side: what watch showed, the rescued set, a restore onto a recovery
+        instance, and an audit of the account (with a legacy group that has the story's risk)."""
+        print("\nthe operator's side (lifeboat's command line, on the operator's credentials):")
+        print(f"\n$ lifeboat watch --instance {self.instance} --interval-seconds 2   (while the snapshots ran)")
+        print(watched.rstrip())
+        ok = watch_status == 0
+        ok = self.operator(["list", "--group", GROUP]) == 0 and ok
+        recovery = self.ec2.run_instances(
+            ImageId="ami-0123456789abcdef0", InstanceType="m5.large", MinCount=1, MaxCount=1,
+            Placement={"AvailabilityZone": "us-east-1b"},
+        )["Instances"][0]["InstanceId"]
+        print(f"\n(a recovery instance {recovery} is launched in us-east-1b)")
+        ok = self.operator(["restore", "--instance", self.instance, "--to", recovery, "--dry-run"]) == 0 and ok
+        ok = self.operator(["restore", "--instance", self.instance, "--to", recovery]) == 0 and ok
+        attached = self.ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [recovery]}])["Volumes"]
+        restored = {v["Attachments"][0]["Device"]: v for v in attached}
+        for device in ("/dev/sdf", "/dev/sdg"):
+            tags = {t["Key"]: t["Value"] for t in restored.get(device, {}).get("Tags", [])}
+            if tags.get("lifeboat:restored-from-volume") != self.volumes[device]:
+                print(f"  restore did not put {device} back: {tags}")
+                ok = False
+        self.legacy_group()
+        status = self.operator(["audit"])
+        if status != 2:
+            print(f"  audit should exit 2 (a high severity finding in legacy-db), exited {status}")
+            ok = False
+        return ok
+
+    def legacy_group(self):
+        """A second group from the same template with no hook at all: the story's risk."""
+        self.asg.create_auto_scaling_group(
+            AutoScalingGroupName="legacy-db",
+            LaunchTemplate={"LaunchTemplateName": "api-db-template"},
+            MinSize=1,
+            MaxSize=1,
+            DesiredCapacity=1,
+            AvailabilityZones=["us-east-1a"],
+        )
+        print("\n(a legacy group, legacy-db, runs the same template with no termination hook)")
 
     def verdict(self):
         print("\nrescued volumes:\n")
@@ -163,15 +235,7 @@ class Demo:
             print(f"  the lifecycle action was not released once with CONTINUE: {completions}")
             ok = False
         if ok:
-            zone = "us-east-1a"
             print("  every volume had a completed snapshot before the instance was terminated.")
-            print("  to restore one onto a new instance (here PostgreSQL):")
-            snapshot = self.ec2.describe_snapshots(OwnerIds=["self"], Filters=[{"Name": "volume-id", "Values": [self.volumes["/dev/sdf"]]}])["Snapshots"][0]["SnapshotId"]
-            print(f"    aws ec2 create-volume --snapshot-id {snapshot} --availability-zone {zone} --volume-type gp3")
-            print("    aws ec2 attach-volume --volume-id <new volume> --instance-id <new instance> --device /dev/sdf")
-            print("\nthe rescue held.")
-        else:
-            print("\nTHE RESCUE DID NOT HOLD.")
         return ok
 
 
@@ -180,8 +244,9 @@ def main():
     parser.add_argument("--endpoint", required=True)
     parser.add_argument("--invoke-port", type=int, required=True)
     parser.add_argument("--function", default="lifeboat-lambda")
+    parser.add_argument("--lifeboat", required=True, help="the operator's binary, lifeboat")
     args = parser.parse_args()
-    ok = Demo(args.endpoint, args.invoke_port, args.function).run()
+    ok = Demo(args.endpoint, args.invoke_port, args.function, args.lifeboat).run()
     sys.exit(0 if ok else 1)
 
 

@@ -243,6 +243,12 @@ impl Config {
     }
 }
 
+/// Whether a hook's `NotificationMetadata` holds overrides lifeboat accepts (what `audit`
+/// checks before a termination finds out).
+pub fn check_overrides(metadata: Option<&str>) -> Result<(), OverrideError> {
+    GroupOverrides::parse(metadata).map(|_| ())
+}
+
 /// A variable's name and value (set or default), with the typed readers.
 struct Var {
     name: &'static str,

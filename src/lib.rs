@@ -13,6 +13,7 @@
 //! - [`ids`], [`clock`], [`telemetry`], [`report`]: validated ids, time, logs and metrics,
 //!   the invocation's result.
 //! - [`replay`]: `lifeboat replay EVENT.json`, the handler run in-process on one file.
+//! - [`operator`]: `lifeboat list`, `watch`, `restore`, `audit`: the operator's commands.
 
 pub mod aws;
 pub mod clock;
@@ -22,6 +23,7 @@ pub mod event;
 mod fuzz;
 pub mod handler;
 pub mod ids;
+pub mod operator;
 pub mod replay;
 pub mod report;
 pub mod rescue;

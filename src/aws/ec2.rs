@@ -47,7 +47,7 @@ impl Ec2Adapter {
     }
 }
 
-fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
+pub(super) fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Filter {
     let mut builder = Filter::builder().name(name);
     for value in values {
         builder = builder.values(value);
@@ -55,7 +55,7 @@ fn filter(name: &str, values: impl IntoIterator<Item = impl Into<String>>) -> Fi
     builder.build()
 }
 
-fn tags_of(tags: &[Tag]) -> Tags {
+pub(super) fn tags_of(tags: &[Tag]) -> Tags {
     tags.iter()
         .filter_map(|t| {
             Some((
@@ -66,7 +66,7 @@ fn tags_of(tags: &[Tag]) -> Tags {
         .collect()
 }
 
-fn sdk_tags(tags: &Tags) -> Vec<Tag> {
+pub(super) fn sdk_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
         .collect()
@@ -100,6 +100,7 @@ fn snapshot_facts(snapshot: &Snapshot) -> Result<SnapshotFacts, AwsError> {
         start_time: snapshot.start_time().and_then(to_chrono),
         volume_size_gib: snapshot.volume_size(),
         encrypted: snapshot.encrypted().unwrap_or(false),
+        kms_key_id: snapshot.kms_key_id().map(str::to_owned),
         tags: tags_of(snapshot.tags()),
     })
 }
@@ -113,6 +114,7 @@ fn snapshot_info_facts(info: &SnapshotInfo) -> Result<SnapshotFacts, AwsError> {
         start_time: info.start_time().and_then(to_chrono),
         volume_size_gib: info.volume_size(),
         encrypted: info.encrypted().unwrap_or(false),
+        kms_key_id: None,
         tags: tags_of(info.tags()),
     })
 }
@@ -289,7 +291,8 @@ impl Ec2Adapter {
         self.instance_store.lock().ok()?.get(instance_type).copied()
     }
 
-    async fn describe_snapshots(
+    /// Every snapshot of the account that matches all `filters`, across pages.
+    pub(super) async fn describe_snapshots(
         &self,
         filters: Vec<Filter>,
     ) -> Result<Vec<SnapshotFacts>, AwsError> {
@@ -387,6 +390,7 @@ impl SnapshotStore for Ec2Adapter {
             start_time: reply.start_time().and_then(to_chrono),
             volume_size_gib: reply.volume_size(),
             encrypted: reply.encrypted().unwrap_or(false),
+            kms_key_id: reply.kms_key_id().map(str::to_owned),
             tags: tags_of(reply.tags()),
         })
     }

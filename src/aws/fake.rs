@@ -387,6 +387,7 @@ impl FakeCloud {
             start_time: Some(now),
             volume_size_gib: Some(100),
             encrypted: true,
+            kms_key_id: None,
             tags,
         };
         world.snapshots.insert(

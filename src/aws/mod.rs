@@ -10,6 +10,7 @@ mod error;
 pub mod fake;
 #[cfg(test)]
 mod mocks;
+pub mod operator;
 
 use std::collections::BTreeMap;
 use std::future::Future;
@@ -113,6 +114,8 @@ pub struct SnapshotFacts {
     pub start_time: Option<DateTime<Utc>>,
     pub volume_size_gib: Option<i32>,
     pub encrypted: bool,
+    /// The KMS key an encrypted snapshot is encrypted with (a key id or ARN, as EC2 says).
+    pub kms_key_id: Option<String>,
     pub tags: Tags,
 }
 

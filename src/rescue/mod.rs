@@ -233,14 +233,24 @@ impl Rescue {
         )
     }
 
-    pub fn report(&self, outcome: Outcome, reason: Option<String>) -> RescueReport {
-        let volumes = self
-            .volumes
+    /// When this rescue began (its snapshots count from then on).
+    pub fn started_at(&self) -> DateTime<Utc> {
+        self.started_at
+    }
+
+    /// When the instance began to wait in `Terminating:Wait`, when an event said so.
+    pub fn action_started_at(&self) -> Option<DateTime<Utc>> {
+        self.action_started_at
+    }
+
+    /// Every volume of the rescue with the snapshot that stands for it: completed over running
+    /// over failed, the latest of a kind; only snapshots that count (see `attempts`).
+    pub fn saved_volumes(&self) -> Vec<SavedVolume<'_>> {
+        self.volumes
             .iter()
             .map(|(id, descriptor)| {
                 let attempts = self.attempts(id);
-                // The best snapshot: completed over running over failed, the latest of a kind.
-                let best = attempts.iter().max_by_key(|s| {
+                let best = attempts.iter().copied().max_by_key(|s| {
                     let rank = match s.state {
                         SnapshotState::Completed => 3,
                         SnapshotState::Pending | SnapshotState::Other => 2,
@@ -248,14 +258,27 @@ impl Rescue {
                     };
                     (rank, s.start_time)
                 });
-                VolumeReport {
-                    device: descriptor.device.clone(),
-                    volume_id: id.clone(),
-                    snapshot_id: best.map(|s| s.id.clone()),
-                    state: best.map(|s| s.state),
-                    progress: best.and_then(|s| s.progress.clone()),
+                SavedVolume {
+                    volume_id: id,
+                    descriptor,
+                    snapshot: best,
                     attempts: attempts.len() as u32,
                 }
+            })
+            .collect()
+    }
+
+    pub fn report(&self, outcome: Outcome, reason: Option<String>) -> RescueReport {
+        let volumes = self
+            .saved_volumes()
+            .into_iter()
+            .map(|saved| VolumeReport {
+                device: saved.descriptor.device.clone(),
+                volume_id: saved.volume_id.clone(),
+                snapshot_id: saved.snapshot.map(|s| s.id.clone()),
+                state: saved.snapshot.map(|s| s.state),
+                progress: saved.snapshot.and_then(|s| s.progress.clone()),
+                attempts: saved.attempts,
             })
             .collect();
         RescueReport {
@@ -272,6 +295,16 @@ impl Rescue {
             override_rejected: self.override_rejected.clone(),
         }
     }
+}
+
+/// A volume of a rescue, what it looked like, and the snapshot that stands for it.
+#[derive(Debug, Clone, Copy)]
+pub struct SavedVolume<'a> {
+    pub volume_id: &'a VolumeId,
+    pub descriptor: &'a VolumeDescriptor,
+    /// `None` when no snapshot of this volume counts yet.
+    pub snapshot: Option<&'a SnapshotFacts>,
+    pub attempts: u32,
 }
 
 /// Of two states seen on one rescue's snapshots, the one that says more: a final state beats

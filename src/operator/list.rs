@@ -1,0 +1,401 @@
+//! `lifeboat list`: every rescued set, read back from lifeboat's snapshot tags — instance,
+//! group, when, result, and per device the volume, the snapshot that stands for it, its state,
+//! size and encryption. The tags are the only record, so this is what an operator has at 3 a.m.
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use super::{aws_error, table, OperatorError};
+use crate::aws::operator::{OperatorAws, RescueScope};
+use crate::aws::{SnapshotFacts, SnapshotState, Tags};
+use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
+use crate::rescue::label::{self, RescueState};
+use crate::rescue::rescues_from;
+
+/// How a rescue ended, or that it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SetResult {
+    /// Every volume had a completed snapshot when the instance was let go.
+    Released,
+    /// Lifeboat kept the volumes without a completed snapshot and answered ABANDON.
+    FailedSafe,
+    /// Snapshots are being taken; the instance is held.
+    InFlight,
+    /// The action ended without lifeboat while a volume had no completed snapshot.
+    Ended,
+}
+
+impl SetResult {
+    fn of(state: RescueState) -> Self {
+        match state {
+            RescueState::Pending => Self::InFlight,
+            RescueState::Released => Self::Released,
+            RescueState::Failed => Self::FailedSafe,
+            RescueState::Ended => Self::Ended,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Released => "released",
+            Self::FailedSafe => "failed safe",
+            Self::InFlight => "in flight",
+            Self::Ended => "ended unsaved",
+        }
+    }
+}
+
+/// One rescued set: a rescue of one instance (for one hook), with every volume it covers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RescuedSet {
+    pub instance_id: InstanceId,
+    pub group: GroupName,
+    pub hook: HookName,
+    pub started_at: DateTime<Utc>,
+    /// When the instance began to wait, when lifeboat learnt it.
+    pub held_since: Option<DateTime<Utc>>,
+    pub result: SetResult,
+    pub volumes: Vec<RescuedVolume>,
+}
+
+impl RescuedSet {
+    /// Every volume has a completed snapshot.
+    pub fn is_complete(&self) -> bool {
+        self.volumes
+            .iter()
+            .all(|v| v.state == Some(SnapshotState::Completed))
+    }
+}
+
+/// A volume of a rescued set and the snapshot that stands for it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RescuedVolume {
+    pub device: String,
+    pub volume_id: VolumeId,
+    pub snapshot_id: Option<SnapshotId>,
+    pub state: Option<SnapshotState>,
+    pub progress: Option<String>,
+    pub size_gib: Option<i32>,
+    pub volume_type: String,
+    pub iops: Option<i32>,
+    pub throughput: Option<i32>,
+    pub encrypted: bool,
+    pub kms_key_id: Option<String>,
+    /// The volume's own tags, copied onto its snapshot when the rescue began.
+    pub volume_tags: Tags,
+}
+
+/// Which sets to list.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    pub group: Option<GroupName>,
+    pub instance: Option<InstanceId>,
+    /// Only sets started at or after this time.
+    pub since: Option<DateTime<Utc>>,
+}
+
+/// The rescued sets these snapshots make, newest first.
+pub fn rescued_sets(snapshots: Vec<SnapshotFacts>) -> Vec<RescuedSet> {
+    let mut sets: Vec<RescuedSet> = rescues_from(snapshots)
+        .iter()
+        .map(|rescue| RescuedSet {
+            instance_id: rescue.action.instance_id.clone(),
+            group: rescue.action.group.clone(),
+            hook: rescue.action.hook.clone(),
+            started_at: rescue.started_at(),
+            held_since: rescue.action_started_at(),
+            result: SetResult::of(rescue.state),
+            volumes: rescue
+                .saved_volumes()
+                .into_iter()
+                .map(|saved| RescuedVolume {
+                    device: saved.descriptor.device.clone(),
+                    volume_id: saved.volume_id.clone(),
+                    snapshot_id: saved.snapshot.map(|s| s.id.clone()),
+                    state: saved.snapshot.map(|s| s.state),
+                    progress: saved.snapshot.and_then(|s| s.progress.clone()),
+                    size_gib: saved.snapshot.and_then(|s| s.volume_size_gib),
+                    volume_type: saved.descriptor.volume_type.clone(),
+                    iops: saved.descriptor.iops,
+                    throughput: saved.descriptor.throughput,
+                    encrypted: saved.snapshot.is_some_and(|s| s.encrypted),
+                    kms_key_id: saved.snapshot.and_then(|s| s.kms_key_id.clone()),
+                    volume_tags: saved
+                        .snapshot
+                        .map(|s| {
+                            s.tags
+                                .iter()
+                                .filter(|(k, _)| {
+                                    !k.starts_with("lifeboat:") && !k.starts_with("aws:")
+                                })
+                                .map(|(k, v)| (k.clone(), v.clone()))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .collect(),
+        })
+        .collect();
+    for set in &mut sets {
+        set.volumes.sort_by(|a, b| a.device.cmp(&b.device));
+    }
+    sets.sort_by(|a, b| {
+        b.started_at
+            .cmp(&a.started_at)
+            .then_with(|| a.instance_id.cmp(&b.instance_id))
+    });
+    sets
+}
+
+/// The rescued sets `filter` asks for, read from AWS.
+pub async fn list(
+    aws: &OperatorAws,
+    filter: &ListFilter,
+) -> Result<Vec<RescuedSet>, OperatorError> {
+    let scope = match (&filter.instance, &filter.group) {
+        (Some(instance), _) => RescueScope::Instances(vec![instance.clone()]),
+        (None, Some(group)) => RescueScope::Group(group.clone()),
+        (None, None) => RescueScope::All,
+    };
+    let snapshots = aws
+        .rescue_snapshots(&scope)
+        .await
+        .map_err(aws_error("reading lifeboat's snapshots"))?;
+    Ok(rescued_sets(snapshots)
+        .into_iter()
+        .filter(|set| filter.group.as_ref().is_none_or(|g| &set.group == g))
+        .filter(|set| filter.since.is_none_or(|since| set.started_at >= since))
+        .collect())
+}
+
+/// `5 GiB`, or `?` when EC2 did not say.
+fn size(gib: Option<i32>) -> String {
+    gib.map(|g| format!("{g} GiB"))
+        .unwrap_or_else(|| "?".into())
+}
+
+/// `kms:alias/…`-style short encryption note.
+pub fn encryption(encrypted: bool, kms_key_id: Option<&str>) -> String {
+    match (encrypted, kms_key_id) {
+        (false, _) => "no".into(),
+        (true, None) => "yes".into(),
+        (true, Some(key)) => format!("yes ({})", key.rsplit('/').next().unwrap_or(key)),
+    }
+}
+
+/// The sets as a table: one line per device, the set's columns on each.
+pub fn render(sets: &[RescuedSet]) -> String {
+    if sets.is_empty() {
+        return "no rescued sets\n".into();
+    }
+    let rows: Vec<Vec<String>> = sets
+        .iter()
+        .flat_map(|set| {
+            set.volumes.iter().map(move |v| {
+                vec![
+                    set.instance_id.to_string(),
+                    set.group.to_string(),
+                    label::timestamp(set.started_at),
+                    set.result.as_str().to_owned(),
+                    v.device.clone(),
+                    v.volume_id.to_string(),
+                    v.snapshot_id
+                        .as_ref()
+                        .map(ToString::to_string)
+                        .unwrap_or_else(|| "-".into()),
+                    match (v.state, &v.progress) {
+                        (Some(SnapshotState::Pending), Some(p)) => format!("pending {p}"),
+                        (Some(state), _) => serde_plain(state),
+                        (None, _) => "none".into(),
+                    },
+                    size(v.size_gib),
+                    encryption(v.encrypted, v.kms_key_id.as_deref()),
+                ]
+            })
+        })
+        .collect();
+    table::render(
+        &[
+            "INSTANCE",
+            "GROUP",
+            "STARTED",
+            "RESULT",
+            "DEVICE",
+            "VOLUME",
+            "SNAPSHOT",
+            "STATE",
+            "SIZE",
+            "ENCRYPTED",
+        ],
+        &rows,
+    )
+}
+
+/// A snapshot state as its snake-case name.
+pub fn serde_plain(state: SnapshotState) -> String {
+    match state {
+        SnapshotState::Pending => "pending",
+        SnapshotState::Completed => "completed",
+        SnapshotState::Error => "error",
+        SnapshotState::Other => "other",
+    }
+    .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rescue::label::{SnapshotLabel, VolumeDescriptor};
+    use std::collections::BTreeMap;
+
+    fn snapshot(
+        id: &str,
+        volume: &str,
+        state: SnapshotState,
+        label: &SnapshotLabel,
+    ) -> SnapshotFacts {
+        let mut tags = label.tags();
+        tags.insert("Name".into(), format!("data of {volume}"));
+        SnapshotFacts {
+            id: SnapshotId::parse(id).unwrap(),
+            volume_id: Some(VolumeId::parse(volume).unwrap()),
+            state,
+            progress: Some(
+                if state == SnapshotState::Completed {
+                    "100%"
+                } else {
+                    "40%"
+                }
+                .into(),
+            ),
+            start_time: Some(label.started_at + chrono::Duration::seconds(1)),
+            volume_size_gib: Some(20),
+            encrypted: true,
+            kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/abcd".into()),
+            tags,
+        }
+    }
+
+    fn label(
+        instance: &str,
+        state: RescueState,
+        started: &str,
+        volumes: &[(&str, &str)],
+    ) -> SnapshotLabel {
+        SnapshotLabel {
+            instance_id: InstanceId::parse(instance).unwrap(),
+            group: GroupName::parse("api-db").unwrap(),
+            hook: HookName::parse("lifeboat").unwrap(),
+            token: None,
+            state,
+            started_at: started.parse().unwrap(),
+            action_started_at: None,
+            set: "s1".into(),
+            attempt: 1,
+            volumes: volumes
+                .iter()
+                .map(|(id, device)| {
+                    (
+                        VolumeId::parse(id).unwrap(),
+                        VolumeDescriptor {
+                            device: (*device).into(),
+                            volume_type: "gp3".into(),
+                            iops: Some(3000),
+                            throughput: Some(125),
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>(),
+        }
+    }
+
+    #[test]
+    fn sets_come_from_the_tags_newest_first_with_each_device() {
+        // GIVEN a released rescue of two volumes and a newer one in flight
+        let old = label(
+            "i-0000000000000000a",
+            RescueState::Released,
+            "2026-11-20T10:00:00Z",
+            &[
+                ("vol-0000000000000000a", "/dev/sdf"),
+                ("vol-0000000000000000b", "/dev/sda1"),
+            ],
+        );
+        let new = label(
+            "i-0000000000000000b",
+            RescueState::Pending,
+            "2026-11-21T10:00:00Z",
+            &[("vol-0000000000000000c", "/dev/sdf")],
+        );
+        let snapshots = vec![
+            snapshot(
+                "snap-0000000000000000a",
+                "vol-0000000000000000a",
+                SnapshotState::Completed,
+                &old,
+            ),
+            snapshot(
+                "snap-0000000000000000b",
+                "vol-0000000000000000b",
+                SnapshotState::Completed,
+                &old,
+            ),
+            snapshot(
+                "snap-0000000000000000c",
+                "vol-0000000000000000c",
+                SnapshotState::Pending,
+                &new,
+            ),
+        ];
+        // WHEN they are read as sets
+        let sets = rescued_sets(snapshots);
+        // THEN the newest comes first, each device is there with its snapshot
+        assert_eq!(sets.len(), 2);
+        assert_eq!(sets[0].result, SetResult::InFlight);
+        assert!(!sets[0].is_complete());
+        assert_eq!(sets[1].result, SetResult::Released);
+        assert!(sets[1].is_complete());
+        let devices: Vec<&str> = sets[1].volumes.iter().map(|v| v.device.as_str()).collect();
+        assert_eq!(devices, ["/dev/sda1", "/dev/sdf"]);
+        assert_eq!(
+            sets[1].volumes[1]
+                .volume_tags
+                .get("Name")
+                .map(String::as_str),
+            Some("data of vol-0000000000000000a")
+        );
+        assert!(!sets[1].volumes[1]
+            .volume_tags
+            .keys()
+            .any(|k| k.starts_with("lifeboat:")));
+        let text = render(&sets);
+        assert!(
+            text.contains("in flight") && text.contains("pending 40%"),
+            "{text}"
+        );
+        assert!(text.contains("yes (abcd)"), "{text}");
+    }
+
+    #[test]
+    fn a_volume_without_a_snapshot_shows_none_and_keeps_the_set_incomplete() {
+        let rescue = label(
+            "i-0000000000000000a",
+            RescueState::Failed,
+            "2026-11-20T10:00:00Z",
+            &[
+                ("vol-0000000000000000a", "/dev/sdf"),
+                ("vol-0000000000000000b", "/dev/sdg"),
+            ],
+        );
+        let sets = rescued_sets(vec![snapshot(
+            "snap-0000000000000000a",
+            "vol-0000000000000000a",
+            SnapshotState::Completed,
+            &rescue,
+        )]);
+        assert_eq!(sets[0].result, SetResult::FailedSafe);
+        assert!(!sets[0].is_complete());
+        assert!(render(&sets).contains("none"));
+    }
+}
