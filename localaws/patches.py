@@ -353,7 +353,7 @@ def _snapshot_plan(volume_id, request_id):
     fates = s.volume_fates.get(volume_id)
     fate = fates.pop(0) if fates else "completed"
     pending = s.volume_pending.get(volume_id, s.pending_seconds)
-    return st.SnapshotPlan(fate=fate, ends_at=st.now() + pending, request_id=request_id)
+    return st.SnapshotPlan(fate=fate, ends_at=st.now() + pending, request_id=request_id, started_at=st.now())
 
 
 _original_create_snapshot = ebs.EBSBackend.create_snapshot
@@ -528,6 +528,15 @@ def tick_snapshots() -> None:
         )
 
 
+def _progress(snapshot):
+    """A pending snapshot's progress grows with its time, as EC2's does (a "never" one stays at 0%)."""
+    plan = st.state().snapshot_plans.get(snapshot.id)
+    if snapshot.status == "pending" and plan is not None and plan.fate != "never" and plan.ends_at > plan.started_at:
+        done = (st.now() - plan.started_at) / (plan.ends_at - plan.started_at)
+        return f"{max(0, min(99, int(done * 100)))}%"
+    return getattr(snapshot, "localaws_progress", "100%")
+
+
 def ebs_backends():
     from moto.ec2.models import ec2_backends
 
@@ -558,7 +567,7 @@ def apply() -> None:
     ebs.EBSBackend.create_snapshot = create_snapshot
     ebs.EBSBackend.create_snapshots = create_snapshots
     ebs.EBSBackend.delete_volume = delete_volume
-    ebs.Snapshot.progress = property(lambda self: getattr(self, "localaws_progress", "100%"))
+    ebs.Snapshot.progress = property(_progress)
     # CreateSnapshots answers SnapshotInfo, whose State moto would leave out.
     ebs.Snapshot.state = property(lambda self: self.status)
     ElasticBlockStore.create_snapshots = create_snapshots_response

@@ -43,6 +43,7 @@ class SnapshotPlan:
     fate: str  # "completed" | "error" | "never"
     ends_at: float
     request_id: str | None  # the CreateSnapshots call it belongs to, None for CreateSnapshot
+    started_at: float = 0.0
 
 
 @dataclass

@@ -506,6 +506,7 @@ async fn restore_refuses_a_set_that_is_not_complete() {
     // …and an instance with no rescued set is named as such
     let output = run(&w, &["restore", "--instance", &new, "--to", &old]).await;
     assert!(text(&output.stderr).contains(&format!("no rescued set of {new}")));
+    w.assert_no_data_lost();
 }
 
 #[tokio::test]
@@ -639,4 +640,5 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
     let output = run(&w, &["audit", "--group", "nosuch"]).await;
     assert_eq!(output.status.code(), Some(1));
     assert!(text(&output.stderr).contains("--group \"nosuch\""));
+    w.assert_no_data_lost();
 }

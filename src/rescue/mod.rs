@@ -651,6 +651,11 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         let mut round = 0u32;
         let mut retry_blocked = false;
         for _ in 0..MAX_STEPS {
+            if rescue.state.is_final() {
+                // Another invocation (the completion event's, most often) finished it meanwhile.
+                info!(state = %rescue.state, "rescue finished by another invocation");
+                return Ok(rescue.report(Outcome::AlreadyFinished, None));
+            }
             let progress = rescue.progress();
             let releasable = !rescue.instance_gone
                 && progress
