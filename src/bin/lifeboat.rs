@@ -152,6 +152,7 @@ async fn run(command: Command) -> Result<Done, String> {
 
 async fn operate(command: Command) -> Result<Done, OperatorError> {
     match command {
+        // `run` handles replay: its errors are the handler's, not an operator's.
         Command::Replay { .. } => Ok(Done::Ok),
         Command::List {
             group,

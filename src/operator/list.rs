@@ -206,7 +206,7 @@ pub fn render(sets: &[RescuedSet]) -> String {
                         .unwrap_or_else(|| "-".into()),
                     match (v.state, &v.progress) {
                         (Some(SnapshotState::Pending), Some(p)) => format!("pending {p}"),
-                        (Some(state), _) => serde_plain(state),
+                        (Some(state), _) => state_name(state),
                         (None, _) => "none".into(),
                     },
                     size(v.size_gib),
@@ -233,7 +233,7 @@ pub fn render(sets: &[RescuedSet]) -> String {
 }
 
 /// A snapshot state as its snake-case name.
-pub fn serde_plain(state: SnapshotState) -> String {
+pub fn state_name(state: SnapshotState) -> String {
     match state {
         SnapshotState::Pending => "pending",
         SnapshotState::Completed => "completed",

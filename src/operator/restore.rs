@@ -117,7 +117,7 @@ pub fn plan(
                 v.volume_id,
                 match v.state {
                     Some(state) =>
-                        format!("a snapshot in state {}", super::list::serde_plain(state)),
+                        format!("a snapshot in state {}", super::list::state_name(state)),
                     None => "no snapshot".into(),
                 }
             )
