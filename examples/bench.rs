@@ -50,6 +50,12 @@ const DEVICES: [&str; 8] = [
     "/dev/sdl",
 ];
 
+/// How long a snapshot takes in the one-rescue figures: between lifeboat's polls (5 s, 12.5 s)
+/// and between the naive alternative's (every 5 s), so that neither races its own poll.
+const SNAPSHOT_SECONDS: f64 = 11.0;
+/// A wait long enough to outlast half the shortest heartbeat timeout.
+const LONG_SNAPSHOT_SECONDS: f64 = 40.0;
+
 /// Production settings, but for the sweep interval the tests use.
 const PRODUCTION: &[(&str, &str)] = &[
     ("LIFEBOAT_POLL_INITIAL_SECONDS", "5"),
@@ -93,19 +99,16 @@ async fn terminate_one(w: &World, group: &str, volumes: usize, pending: f64) -> 
         .remove(0)
 }
 
-/// Two rescues in one group of instances with `volumes` volumes whose snapshots take 12 s,
-/// production poll schedule, one function process: the first (cold: the process reads the
-/// hook's timing once) and the second (warm: the hook's timing is cached for 5 minutes, as in
-/// a storm). The calls of each by operation, and the warm one's time to release.
-async fn one_rescue(
+/// Two rescues, one after the other, in one group of instances with `volumes` volumes whose
+/// snapshots take `snapshot_seconds`, production poll schedule, one function process: the
+/// first in a fresh process (cold), the second after it (warm: whatever the first read of the
+/// hook is cached for 5 minutes, as in a storm). The calls of each and their times to release.
+async fn two_rescues(
     volumes: usize,
-) -> (
-    BTreeMap<&'static str, u64>,
-    BTreeMap<&'static str, u64>,
-    Duration,
-) {
+    snapshot_seconds: f64,
+) -> [(BTreeMap<&'static str, u64>, Duration); 2] {
     let w = World::new(PRODUCTION).await;
-    w.snapshots_take(12.0, &[]);
+    w.snapshots_take(snapshot_seconds, &[]);
     let instances = w.group("bench", 2, &DEVICES[..volumes], 900).await;
     let mut measured = Vec::new();
     for instance in &instances {
@@ -130,9 +133,9 @@ async fn one_rescue(
             let _ = w.deliver(&event).await;
         }
     }
-    let (warm, time) = measured.pop().expect("two rescues");
-    let (cold, _) = measured.pop().expect("two rescues");
-    (cold, warm, time)
+    let warm = measured.pop().expect("two rescues");
+    let cold = measured.pop().expect("two rescues");
+    [cold, warm]
 }
 
 /// One rescue as deployed: the termination event's invocation waits inline while EventBridge
@@ -140,7 +143,7 @@ async fn one_rescue(
 /// calls of both, and the time from the termination event to `CompleteLifecycleAction`.
 async fn deployed_rescue(volumes: usize) -> (BTreeMap<&'static str, u64>, Duration) {
     let w = World::new(PRODUCTION).await;
-    let event = terminate_one(&w, "deployed", volumes, 12.0).await;
+    let event = terminate_one(&w, "deployed", volumes, SNAPSHOT_SECONDS).await;
     let before = w.ledger();
     let started = chrono::Utc::now();
     let termination = w.deliver(&event);
@@ -173,7 +176,7 @@ async fn deployed_rescue(volumes: usize) -> (BTreeMap<&'static str, u64>, Durati
 /// DescribeSnapshots per snapshot every 5 s until all are completed, then CONTINUE.
 async fn naive_rescue(volumes: usize) -> (BTreeMap<&'static str, u64>, Duration) {
     let w = World::new(PRODUCTION).await;
-    let event = terminate_one(&w, "naive", volumes, 12.0).await;
+    let event = terminate_one(&w, "naive", volumes, SNAPSHOT_SECONDS).await;
     let before = w.ledger();
     let started = Instant::now();
     let instance = event["detail"]["EC2InstanceId"]
@@ -492,38 +495,44 @@ async fn main() {
         chrono::Utc::now().format("%Y-%m-%d")
     );
 
-    eprintln!("bench: one rescue of 1, 3 and 8 volumes, lifeboat and the naive alternative");
+    eprintln!("bench: rescues of 1, 3 and 8 volumes, a long wait, the naive alternative");
     let mut rows = Vec::new();
     let mut times = Vec::new();
-    let mut cold_rows = Vec::new();
     for volumes in [1, 3, 8] {
-        let (cold, warm, t) = one_rescue(volumes).await;
-        let name = format!(
-            "lifeboat, {volumes} volume{}",
-            if volumes == 1 { "" } else { "s" }
-        );
-        cold_rows.push((format!("{name}, first rescue of a cold function"), cold));
-        rows.push((name, warm));
-        times.push(t);
+        let [(calls, time), _] = two_rescues(volumes, SNAPSHOT_SECONDS).await;
+        rows.push((
+            format!(
+                "lifeboat, {volumes} volume{}",
+                if volumes == 1 { "" } else { "s" }
+            ),
+            calls,
+        ));
+        times.push(time);
     }
+    let [(long_cold, _), (long_warm, _)] = two_rescues(3, LONG_SNAPSHOT_SECONDS).await;
     let (naive_calls, naive_time) = naive_rescue(3).await;
     let (deployed_calls, deployed_time) = deployed_rescue(3).await;
     let _ = writeln!(doc, "## One rescue: AWS calls by operation\n");
     let _ = writeln!(
         doc,
-        "A termination event for an instance whose snapshots take 12 s, production settings (first poll after 5 s, growing by \
-         half), handled by a warm function: an earlier rescue of the group in the last 5 minutes left the hook's timing in \
-         its cache, as in any storm. `DescribeSnapshots` counts the look-up for an existing rescue (1) and the polls (one \
-         per round, whatever the number of volumes).\n"
+        "A termination event handled by a fresh function process, for an instance whose snapshots take {SNAPSHOT_SECONDS} s, \
+         production settings (first poll after 5 s, growing by half). `DescribeSnapshots` counts the look-up for an \
+         existing rescue (1) and the polls (one per round, whatever the number of volumes).\n"
     );
     doc.push_str(&table_of_calls(&rows));
     let _ = writeln!(
         doc,
-        "\nThe first rescue of a group in a fresh function process reads the hook's timing once \
-         (`DescribeLifecycleHooks`) when the wait outlasts 15 s (half the shortest heartbeat timeout AWS allows); \
-         a wait that ends sooner does without:\n"
+        "\nA wait that outlasts 15 s (half the shortest heartbeat timeout AWS allows) makes a fresh process read the \
+         hook's timing once (`DescribeLifecycleHooks`); the process keeps it for 5 minutes, so the group's next rescues \
+         do without. Snapshots of {LONG_SNAPSHOT_SECONDS} s, 3 volumes:\n"
     );
-    doc.push_str(&table_of_calls(&cold_rows));
+    doc.push_str(&table_of_calls(&[
+        (
+            "first rescue of the group in a fresh process".into(),
+            long_cold,
+        ),
+        ("the group's next rescue".into(), long_warm),
+    ]));
     let _ = writeln!(doc);
     for ((name, c), t) in rows.iter().zip(&times) {
         let besides =
@@ -556,8 +565,8 @@ async fn main() {
     ]));
     let _ = writeln!(
         doc,
-        "\nTime from the termination event to the release, for snapshots that take 12 s: lifeboat on its polls alone \
-         {:.1} s (its pauses grow, 5 s then 7.5 s then 11 s, to spare calls on long waits), lifeboat as deployed {:.1} s \
+        "\nTime from the termination event to the release, for snapshots that take {SNAPSHOT_SECONDS} s: lifeboat on its \
+         polls alone {:.1} s (its pauses grow, 5 s then 7.5 s then 11 s, to spare calls on long waits), lifeboat as deployed {:.1} s \
          (the completion event releases it within milliseconds of EBS's news; the waiting invocation then stops at its \
          next poll), the alternative {:.1} s. Polls grow with the volumes for the alternative ({} here) and stay one \
          per round for lifeboat.",
