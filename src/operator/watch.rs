@@ -154,6 +154,7 @@ pub async fn watch(
     let mut hooks = BTreeMap::new();
     let mut last_lines: BTreeMap<String, String> = BTreeMap::new();
     let mut ended: BTreeMap<InstanceId, RescuedSet> = BTreeMap::new();
+    let mut ended_lines: Vec<String> = Vec::new();
     let mut first = true;
     loop {
         let now = Utc::now();
@@ -167,14 +168,17 @@ pub async fn watch(
             if (tracked.remove(&w.set.instance_id) || (first && asked))
                 && !ended.contains_key(&w.set.instance_id)
             {
-                let _ = writeln!(
-                    out,
+                let line = format!(
                     "{} {} ({}): {}",
                     label::timestamp(now),
                     w.set.instance_id,
                     w.set.group,
                     w.set.result.as_str()
                 );
+                if !options.terminal {
+                    let _ = writeln!(out, "{line}");
+                }
+                ended_lines.push(line);
                 ended.insert(w.set.instance_id.clone(), w.set.clone());
             }
         }
@@ -193,6 +197,10 @@ pub async fn watch(
                 for line in w.lines(now, true) {
                     let _ = writeln!(out, "{line}");
                 }
+            }
+            // What has ended stays on screen under what is still in flight.
+            for line in &ended_lines {
+                let _ = writeln!(out, "{line}");
             }
         } else {
             for w in &in_flight {
@@ -229,5 +237,76 @@ pub async fn watch(
         }
         first = false;
         tokio::time::sleep(options.interval).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aws::Tags;
+    use crate::ids::{SnapshotId, VolumeId};
+    use crate::operator::list::RescuedVolume;
+
+    fn watched(hook: Option<HookView>) -> Watched {
+        let started: DateTime<Utc> = "2026-11-25T10:00:00Z".parse().unwrap();
+        Watched {
+            set: RescuedSet {
+                instance_id: InstanceId::parse("i-0000000000000000a").unwrap(),
+                group: GroupName::parse("api-db").unwrap(),
+                hook: HookName::parse("lifeboat").unwrap(),
+                started_at: started,
+                held_since: Some(started - chrono::Duration::seconds(30)),
+                result: SetResult::InFlight,
+                volumes: vec![RescuedVolume {
+                    device: "/dev/sdf".into(),
+                    volume_id: VolumeId::parse("vol-0000000000000000a").unwrap(),
+                    snapshot_id: Some(SnapshotId::parse("snap-0000000000000000a").unwrap()),
+                    state: Some(SnapshotState::Pending),
+                    progress: Some("42%".into()),
+                    size_gib: Some(20),
+                    volume_type: "gp3".into(),
+                    iops: None,
+                    throughput: None,
+                    encrypted: false,
+                    kms_key_id: None,
+                    volume_tags: Tags::new(),
+                }],
+            },
+            hook,
+        }
+    }
+
+    #[test]
+    fn a_rescue_in_flight_shows_its_hold_its_limits_and_each_snapshots_progress() {
+        let hook = HookView {
+            name: HookName::parse("lifeboat").unwrap(),
+            transition: crate::operator::audit::TERMINATING.into(),
+            heartbeat_timeout: Duration::from_secs(900),
+            global_timeout: Duration::from_secs(90_000),
+            default_result: "ABANDON".into(),
+            notification_metadata: None,
+        };
+        let now: DateTime<Utc> = "2026-11-25T10:10:00Z".parse().unwrap();
+        let lines = watched(Some(hook)).lines(now, true);
+        assert_eq!(
+            lines[0],
+            "i-0000000000000000a (api-db, hook lifeboat): in flight, held 10m 30s; heartbeat timeout \
+             15m 00s (lifeboat renews it), global limit 2026-11-26T10:59:30Z (in 1d 00h)"
+        );
+        assert_eq!(
+            lines[1],
+            "  /dev/sdf vol-0000000000000000a snap-0000000000000000a [########------------] pending 42%"
+        );
+        let plain = watched(None).lines(now, false);
+        assert!(
+            plain[0].ends_with("hook not found: the action is no longer held"),
+            "{}",
+            plain[0]
+        );
+        assert!(
+            plain[1].ends_with("snap-0000000000000000a pending 42%"),
+            "{}",
+            plain[1]
+        );
     }
 }
