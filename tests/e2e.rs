@@ -468,9 +468,11 @@ async fn the_happy_path_costs_six_calls_besides_the_polls() {
     .sum::<u64>()
         + 1;
     assert!(others <= 6, "{others} calls besides {polls} polls");
+    // Pauses of 1 s are jittered down to 0.5 s: a 2.5 s snapshot takes 3 to 6 rounds, one poll
+    // each for the three volumes together (polling per volume would make 9 or more).
     assert!(
-        (1..=4).contains(&polls),
-        "{polls} polls for a 2.5 s snapshot with 1 s pauses"
+        (1..=6).contains(&polls),
+        "{polls} polls for a 2.5 s snapshot with pauses of 0.5-1 s"
     );
     w.assert_no_data_lost();
 }

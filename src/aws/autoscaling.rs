@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_autoscaling::types::LifecycleState;
+use aws_sdk_autoscaling::types::{AutoScalingGroup, LifecycleState};
 
 use super::{ActionRef, ActionResult, AwsError, GroupScope, HookFacts, Lifecycle, WaitingInstance};
 use crate::ids::{GroupName, HookName, InstanceId};
@@ -115,46 +115,55 @@ impl Lifecycle for AutoScalingAdapter {
         &self,
         scope: &GroupScope,
     ) -> Result<Vec<WaitingInstance>, AwsError> {
-        let requests: Vec<Option<&[GroupName]>> = match scope {
-            GroupScope::All => vec![None],
-            GroupScope::Named(names) => names.chunks(GROUP_NAMES_PER_REQUEST).map(Some).collect(),
-        };
         let mut waiting = Vec::new();
-        for names in requests {
-            let mut call = self.client.describe_auto_scaling_groups();
-            for name in names.unwrap_or_default() {
-                call = call.auto_scaling_group_names(name.as_str());
-            }
-            let mut pages = call.into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page =
-                    page.map_err(|err| AwsError::from_sdk("DescribeAutoScalingGroups", err))?;
-                for group in page.auto_scaling_groups() {
-                    let Some(group_name) = group
-                        .auto_scaling_group_name()
-                        .and_then(|n| GroupName::parse(n).ok())
-                    else {
-                        continue;
-                    };
-                    for instance in group.instances() {
-                        if instance.lifecycle_state() != Some(&LifecycleState::TerminatingWait) {
-                            continue;
-                        }
-                        if let Some(id) = instance
-                            .instance_id()
-                            .and_then(|i| InstanceId::parse(i).ok())
-                        {
-                            waiting.push(WaitingInstance {
-                                group: group_name.clone(),
-                                instance_id: id,
-                            });
-                        }
-                    }
+        for group in describe_groups(&self.client, scope).await? {
+            let Some(group_name) = group
+                .auto_scaling_group_name()
+                .and_then(|n| GroupName::parse(n).ok())
+            else {
+                continue;
+            };
+            for instance in group.instances() {
+                if instance.lifecycle_state() != Some(&LifecycleState::TerminatingWait) {
+                    continue;
+                }
+                if let Some(id) = instance
+                    .instance_id()
+                    .and_then(|i| InstanceId::parse(i).ok())
+                {
+                    waiting.push(WaitingInstance {
+                        group: group_name.clone(),
+                        instance_id: id,
+                    });
                 }
             }
         }
         Ok(waiting)
     }
+}
+
+/// Every group of `scope`, as `DescribeAutoScalingGroups` pages them (100 names a request).
+pub(super) async fn describe_groups(
+    client: &aws_sdk_autoscaling::Client,
+    scope: &GroupScope,
+) -> Result<Vec<AutoScalingGroup>, AwsError> {
+    let requests: Vec<Option<&[GroupName]>> = match scope {
+        GroupScope::All => vec![None],
+        GroupScope::Named(names) => names.chunks(GROUP_NAMES_PER_REQUEST).map(Some).collect(),
+    };
+    let mut groups = Vec::new();
+    for names in requests {
+        let mut call = client.describe_auto_scaling_groups();
+        for name in names.unwrap_or_default() {
+            call = call.auto_scaling_group_names(name.as_str());
+        }
+        let mut pages = call.into_paginator().send();
+        while let Some(page) = pages.next().await {
+            let page = page.map_err(|err| AwsError::from_sdk("DescribeAutoScalingGroups", err))?;
+            groups.extend(page.auto_scaling_groups().iter().cloned());
+        }
+    }
+    Ok(groups)
 }
 
 #[cfg(test)]

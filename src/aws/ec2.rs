@@ -19,7 +19,7 @@ use super::{
 use crate::ids::{InstanceId, SnapshotId, VolumeId};
 
 /// EC2 accepts at most 200 values in one filter.
-const FILTER_VALUES_PER_REQUEST: usize = 200;
+pub(super) const FILTER_VALUES_PER_REQUEST: usize = 200;
 /// The largest page `DescribeSnapshots` returns.
 const SNAPSHOT_PAGE_SIZE: i32 = 1000;
 
@@ -74,6 +74,17 @@ pub(super) fn sdk_tags(tags: &Tags) -> Vec<Tag> {
 
 fn to_chrono(time: &aws_smithy_types::DateTime) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(time.secs(), time.subsec_nanos())
+}
+
+/// An instance's life-cycle state, from a `DescribeInstances` reply.
+pub(super) fn instance_state(instance: &aws_sdk_ec2::types::Instance) -> InstanceState {
+    InstanceState::parse(
+        instance
+            .state()
+            .and_then(|s| s.name())
+            .map(|n| n.as_str())
+            .unwrap_or_default(),
+    )
 }
 
 /// An id EC2 returned; a reply without one, or with a malformed one, is not usable.
@@ -178,13 +189,7 @@ impl Inventory for Ec2Adapter {
         };
         Ok(Some(InstanceFacts {
             id: id.clone(),
-            state: InstanceState::parse(
-                instance
-                    .state()
-                    .and_then(|s| s.name())
-                    .map(|n| n.as_str())
-                    .unwrap_or_default(),
-            ),
+            state: instance_state(instance),
             instance_type: instance
                 .instance_type()
                 .map(|t| t.as_str().to_owned())

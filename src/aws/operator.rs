@@ -10,14 +10,12 @@ use aws_sdk_autoscaling::types::RetentionAction;
 use aws_sdk_ec2::types::{ResourceType, TagSpecification, VolumeType};
 use chrono::{DateTime, Utc};
 
-use super::ec2::{filter, sdk_tags, tags_of, Ec2Adapter};
+use super::ec2::{
+    filter, instance_state, sdk_tags, tags_of, Ec2Adapter, FILTER_VALUES_PER_REQUEST,
+};
 use super::{AwsError, AwsErrorKind, GroupScope, InstanceState, SnapshotFacts, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, VolumeId};
 use crate::rescue::label;
-
-/// EC2 accepts at most 200 values in one filter; Auto Scaling 100 group names in one request.
-const FILTER_VALUES_PER_REQUEST: usize = 200;
-const GROUP_NAMES_PER_REQUEST: usize = 100;
 
 /// Which of lifeboat's snapshots to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -224,13 +222,7 @@ impl OperatorAws {
                         .collect();
                     views.push(InstanceView {
                         id,
-                        state: InstanceState::parse(
-                            instance
-                                .state()
-                                .and_then(|s| s.name())
-                                .map(|n| n.as_str())
-                                .unwrap_or_default(),
-                        ),
+                        state: instance_state(instance),
                         availability_zone: instance
                             .placement()
                             .and_then(|p| p.availability_zone())
@@ -247,51 +239,36 @@ impl OperatorAws {
 
     /// The groups of `scope` (every group of the account and region for `All`).
     pub async fn groups(&self, scope: &GroupScope) -> Result<Vec<GroupView>, AwsError> {
-        let requests: Vec<Option<&[GroupName]>> = match scope {
-            GroupScope::All => vec![None],
-            GroupScope::Named(names) => names.chunks(GROUP_NAMES_PER_REQUEST).map(Some).collect(),
-        };
         let mut groups = Vec::new();
-        for names in requests {
-            let mut call = self.autoscaling.describe_auto_scaling_groups();
-            for name in names.unwrap_or_default() {
-                call = call.auto_scaling_group_names(name.as_str());
-            }
-            let mut pages = call.into_paginator().send();
-            while let Some(page) = pages.next().await {
-                let page =
-                    page.map_err(|err| AwsError::from_sdk("DescribeAutoScalingGroups", err))?;
-                for group in page.auto_scaling_groups() {
-                    let Some(name) = group
-                        .auto_scaling_group_name()
-                        .and_then(|n| GroupName::parse(n).ok())
-                    else {
-                        continue;
-                    };
-                    let instances = group
-                        .instances()
-                        .iter()
-                        .filter_map(|i| {
-                            Some((
-                                InstanceId::parse(i.instance_id()?).ok()?,
-                                i.lifecycle_state()
-                                    .map(|s| s.as_str().to_owned())
-                                    .unwrap_or_default(),
-                            ))
-                        })
-                        .collect();
-                    let retains_on_hook_abandon = group
-                        .instance_lifecycle_policy()
-                        .and_then(|p| p.retention_triggers())
-                        .and_then(|t| t.terminate_hook_abandon())
-                        == Some(&RetentionAction::Retain);
-                    groups.push(GroupView {
-                        name,
-                        instances,
-                        retains_on_hook_abandon,
-                    });
-                }
-            }
+        for group in super::autoscaling::describe_groups(&self.autoscaling, scope).await? {
+            let Some(name) = group
+                .auto_scaling_group_name()
+                .and_then(|n| GroupName::parse(n).ok())
+            else {
+                continue;
+            };
+            let instances = group
+                .instances()
+                .iter()
+                .filter_map(|i| {
+                    Some((
+                        InstanceId::parse(i.instance_id()?).ok()?,
+                        i.lifecycle_state()
+                            .map(|s| s.as_str().to_owned())
+                            .unwrap_or_default(),
+                    ))
+                })
+                .collect();
+            let retains_on_hook_abandon = group
+                .instance_lifecycle_policy()
+                .and_then(|p| p.retention_triggers())
+                .and_then(|t| t.terminate_hook_abandon())
+                == Some(&RetentionAction::Retain);
+            groups.push(GroupView {
+                name,
+                instances,
+                retains_on_hook_abandon,
+            });
         }
         groups.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(groups)
