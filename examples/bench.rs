@@ -540,7 +540,7 @@ async fn main() {
             c.values().sum::<u64>() - c.get("ec2:DescribeSnapshots").copied().unwrap_or(0) + 1;
         let _ = writeln!(
             doc,
-            "- {name}: {besides} calls besides the {} polls, released {:.1} s after the event.",
+            "- {name}: {besides} calls besides its {} poll(s), released {:.1} s after the event.",
             c.get("ec2:DescribeSnapshots").copied().unwrap_or(1) - 1,
             t.as_secs_f64()
         );
