@@ -48,12 +48,12 @@ def pascal(snake):
 
 
 def actions_called(sources=None):
-    """The API actions the adapters call: every `.client.<operation>()` outside their tests."""
+    """The API actions the adapters call: every `client.<operation>()` outside their tests."""
     called = set()
     for path, service in ADAPTERS.items():
         text = sources[path] if sources else (ROOT / path).read_text()
         code = text.split("#[cfg(test)]")[0]
-        for operation in re.findall(r"\.client\s*\.\s*([a-z0-9_]+)\s*\(\s*\)", code):
+        for operation in re.findall(r"\bclient\s*\.\s*([a-z0-9_]+)\s*\(\s*\)", code):
             called.add(f"{service}:{pascal(operation)}")
     return called
 
