@@ -55,7 +55,7 @@ pub(super) fn filter(name: &str, values: impl IntoIterator<Item = impl Into<Stri
     builder.build()
 }
 
-pub(super) fn tags_of(tags: &[Tag]) -> Tags {
+fn tags_of(tags: &[Tag]) -> Tags {
     tags.iter()
         .filter_map(|t| {
             Some((

@@ -10,9 +10,7 @@ use aws_sdk_autoscaling::types::RetentionAction;
 use aws_sdk_ec2::types::{ResourceType, TagSpecification, VolumeType};
 use chrono::{DateTime, Utc};
 
-use super::ec2::{
-    filter, instance_state, sdk_tags, tags_of, Ec2Adapter, FILTER_VALUES_PER_REQUEST,
-};
+use super::ec2::{filter, instance_state, sdk_tags, Ec2Adapter, FILTER_VALUES_PER_REQUEST};
 use super::{AwsError, AwsErrorKind, GroupScope, InstanceState, SnapshotFacts, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, VolumeId};
 use crate::rescue::label;
@@ -79,22 +77,14 @@ pub struct NewVolume {
     pub tags: Tags,
 }
 
-/// A volume's state and, when attached, where.
+/// A volume's state and, when attached, where: what a restore waits on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeStatus {
     pub id: VolumeId,
     /// `creating`, `available`, `in-use`, `error`…
     pub state: String,
-    pub size_gib: i32,
-    pub volume_type: String,
-    pub iops: Option<i32>,
-    pub throughput: Option<i32>,
-    pub encrypted: bool,
-    pub kms_key_id: Option<String>,
-    pub availability_zone: String,
     /// (instance, device, `attaching` / `attached` …)
     pub attachment: Option<(String, String, String)>,
-    pub tags: Tags,
 }
 
 /// The AWS calls of the operator's commands, on the operator's own credentials.
@@ -355,7 +345,7 @@ impl OperatorAws {
         Ok(())
     }
 
-    /// These volumes' states, in one paginated `DescribeVolumes` per 200 ids.
+    /// These volumes' states and attachments, in one paginated `DescribeVolumes` per 200 ids.
     pub async fn volumes(&self, ids: &[VolumeId]) -> Result<Vec<VolumeStatus>, AwsError> {
         const OP: &str = "DescribeVolumes";
         let mut found = Vec::new();
@@ -385,21 +375,7 @@ impl OperatorAws {
                             .state()
                             .map(|s| s.as_str().to_owned())
                             .unwrap_or_default(),
-                        size_gib: volume.size().unwrap_or_default(),
-                        volume_type: volume
-                            .volume_type()
-                            .map(|t| t.as_str().to_owned())
-                            .unwrap_or_default(),
-                        iops: volume.iops(),
-                        throughput: volume.throughput(),
-                        encrypted: volume.encrypted().unwrap_or(false),
-                        kms_key_id: volume.kms_key_id().map(str::to_owned),
-                        availability_zone: volume
-                            .availability_zone()
-                            .unwrap_or_default()
-                            .to_owned(),
                         attachment,
-                        tags: tags_of(volume.tags()),
                     });
                 }
             }
