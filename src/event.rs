@@ -7,8 +7,9 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
 
-use crate::aws::ActionRef;
-use crate::ids::{id_from_arn, one_line, ActionToken, GroupName, HookName, InstanceId, SnapshotId};
+use crate::ids::{
+    id_from_arn, one_line, ActionRef, ActionToken, GroupName, HookName, InstanceId, SnapshotId,
+};
 
 pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 pub const LAUNCHING: &str = "autoscaling:EC2_INSTANCE_LAUNCHING";
@@ -53,11 +54,11 @@ pub struct LifecycleAction {
 }
 
 /// An EBS snapshot completion event, multi-volume (`createSnapshots`) or single (`createSnapshot`).
+/// It names snapshots only: a multi-volume event lists their ARNs (in `resources` and in
+/// `detail.snapshots`), not the instance's ("Amazon EventBridge events for Amazon EBS").
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotCompletion {
     pub succeeded: bool,
-    /// The instance of a multi-volume set (its ARN is in `resources`).
-    pub instance_id: Option<InstanceId>,
     pub snapshots: Vec<SnapshotId>,
     pub cause: Option<String>,
 }
@@ -168,7 +169,7 @@ fn parse_eventbridge(value: Value) -> Result<Incoming, EventError> {
         }),
         ("aws.ec2", MULTI_VOLUME_DETAIL_TYPE) => {
             let detail: MultiVolumeDetail = typed(envelope.detail, "detail")?;
-            multi_volume(detail, envelope.resources.unwrap_or_default())
+            multi_volume(detail)
         }
         ("aws.ec2", SNAPSHOT_DETAIL_TYPE) => {
             let detail: SnapshotDetail = typed(envelope.detail, "detail")?;
@@ -305,7 +306,7 @@ fn non_empty(cause: Option<String>) -> Option<String> {
         .filter(|c| !c.is_empty())
 }
 
-fn multi_volume(detail: MultiVolumeDetail, resources: Vec<String>) -> Result<Incoming, EventError> {
+fn multi_volume(detail: MultiVolumeDetail) -> Result<Incoming, EventError> {
     if detail.event != "createSnapshots" {
         return Ok(Incoming::Unrelated(format!(
             "EBS multi-volume event {:?}",
@@ -322,17 +323,8 @@ fn multi_volume(detail: MultiVolumeDetail, resources: Vec<String>) -> Result<Inc
     if snapshots.is_empty() {
         return Err(EventError::new("detail.snapshots", "no snapshots listed"));
     }
-    let instance_id = resources
-        .iter()
-        .find(|arn| arn.contains(":instance/"))
-        .map(|arn| {
-            InstanceId::parse(id_from_arn(arn))
-                .map_err(|err| EventError::new("resources", err.to_string()))
-        })
-        .transpose()?;
     Ok(Incoming::SnapshotsCompleted(SnapshotCompletion {
         succeeded,
-        instance_id,
         snapshots,
         cause: non_empty(detail.cause),
     }))
@@ -347,7 +339,6 @@ fn single_snapshot(detail: SnapshotDetail) -> Result<Incoming, EventError> {
     }
     Ok(Incoming::SnapshotsCompleted(SnapshotCompletion {
         succeeded: result_succeeded(&detail.result)?,
-        instance_id: None,
         snapshots: vec![snapshot_id(
             &detail.snapshot_id,
             "detail.snapshot_id".into(),
@@ -483,7 +474,6 @@ mod tests {
                 Ok(Incoming::SnapshotsCompleted(c)) => {
                     assert!(c.succeeded);
                     assert_eq!(c.snapshots.len(), 3);
-                    assert_eq!(c.instance_id.unwrap().as_str(), "i-0a1b2c3d4e5f60718");
                 }
                 other => panic!("{other:?}"),
             }),
@@ -497,7 +487,7 @@ mod tests {
             }),
             ("snapshot-completed.json", |r| match r {
                 Ok(Incoming::SnapshotsCompleted(c)) => {
-                    assert!(c.succeeded && c.instance_id.is_none())
+                    assert!(c.succeeded && c.snapshots.len() == 1)
                 }
                 other => panic!("{other:?}"),
             }),

@@ -13,7 +13,7 @@ use crate::config::{Config, WarmPoolAction};
 use crate::event::{EventError, Incoming, LifecycleAction, SnapshotCompletion};
 use crate::report::{EventKind, Outcome, Report};
 use crate::rescue::{
-    rescue_error, rescues_from, snapshots_of, to_chrono, RescueError, Rescuer, Termination,
+    rescue_error, rescues_from, snapshots_of, to_chrono, Rescue, RescueError, Rescuer, Termination,
 };
 use crate::sweep::sweep;
 use crate::telemetry::Metrics;
@@ -40,7 +40,7 @@ impl LifeboatError {
     pub fn error_type(&self) -> &'static str {
         match self {
             Self::Event(_) => "Lifeboat.MalformedEvent",
-            Self::Rescue(err) if err.is_transient() => "Lifeboat.RescueInterrupted",
+            Self::Rescue(err) if err.waiting_can_fix() => "Lifeboat.RescueInterrupted",
             Self::Rescue(_) => "Lifeboat.RescueFailed",
             Self::Lookup { .. } => "Lifeboat.LookupFailed",
         }
@@ -247,29 +247,25 @@ impl<C: Cloud, K: Clock> Lifeboat<C, K> {
     }
 
     /// Snapshots finished or failed: find the rescues they belong to and move them forward,
-    /// without waiting inline. A multi-volume event names the instance: one look-up by its
-    /// tag; a single-snapshot event names only the snapshot: find it first.
+    /// without waiting inline. The event names snapshots only (a multi-volume event lists their
+    /// ARNs, not the instance's): one look-up by their ids. A rescue whose every volume is saved
+    /// by those snapshots goes straight to its release; any other is read whole first (one
+    /// look-up by its instance), so a retry or another set is not missed.
     async fn completion(&self, completion: SnapshotCompletion) -> Result<Report, LifeboatError> {
         let lookup = |source| LifeboatError::Lookup {
             what: "finding the rescue of a completed snapshot",
             source,
         };
-        let instances: Vec<_> = match &completion.instance_id {
-            Some(instance) => vec![instance.clone()],
-            None => rescues_from(
-                self.cloud
-                    .find_snapshots(&crate::aws::SnapshotQuery::Ids(
-                        completion.snapshots.clone(),
-                    ))
-                    .await
-                    .map_err(lookup)?,
-            )
-            .into_iter()
-            .map(|r| r.action.instance_id)
-            .collect(),
-        };
-        if instances.is_empty() {
-            info!(snapshots = ?completion.snapshots, "completed snapshots carry no lifeboat label; not ours");
+        let named = rescues_from(
+            self.cloud
+                .find_snapshots(&crate::aws::SnapshotQuery::Ids(
+                    completion.snapshots.clone(),
+                ))
+                .await
+                .map_err(lookup)?,
+        );
+        if named.is_empty() {
+            info!(snapshots = ?completion.snapshots, "completed snapshots carry no lifeboat label (or EC2 does not list them yet); not ours, the sweep covers the rest");
             return Ok(Report::note(
                 EventKind::SnapshotCompletion,
                 "snapshots are not lifeboat's",
@@ -281,20 +277,32 @@ impl<C: Cloud, K: Clock> Lifeboat<C, K> {
                 "a snapshot failed; re-checking its rescue"
             );
         }
-        let rescues = rescues_from(
-            self.cloud
-                .find_snapshots(&snapshots_of(instances))
-                .await
-                .map_err(lookup)?,
-        );
+        let served = |rescue: &Rescue| {
+            !rescue.state.is_final()
+                && self.config.serves_hook(&rescue.action.hook)
+                && self.config.serves_group(&rescue.action.group)
+        };
+        let (ready, partial): (Vec<Rescue>, Vec<Rescue>) = named
+            .into_iter()
+            .filter(|r| served(r))
+            .partition(Rescue::all_saved);
+        let mut rescues = ready;
+        if !partial.is_empty() {
+            rescues.extend(
+                rescues_from(
+                    self.cloud
+                        .find_snapshots(&snapshots_of(
+                            partial.into_iter().map(|r| r.action.instance_id),
+                        ))
+                        .await
+                        .map_err(lookup)?,
+                )
+                .into_iter()
+                .filter(|r| served(r)),
+            );
+        }
         let mut reports = Vec::new();
         for rescue in rescues {
-            if rescue.state.is_final()
-                || !self.config.serves_hook(&rescue.action.hook)
-                || !self.config.serves_group(&rescue.action.group)
-            {
-                continue;
-            }
             reports.push(self.rescuer().resume(rescue).await?);
         }
         Ok(Report::rescues(EventKind::SnapshotCompletion, reports))

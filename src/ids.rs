@@ -162,6 +162,40 @@ id_type!(
     }
 );
 
+/// A lifecycle action, named as both lifecycle calls accept it: group, hook and instance. It is
+/// also a rescue's identity (an instance is terminated once; one rescue per hook).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct ActionRef {
+    pub group: GroupName,
+    pub hook: HookName,
+    pub instance_id: InstanceId,
+}
+
+/// An EC2 resource lifeboat tags: the instance (its rescue's record before a snapshot exists),
+/// a volume (kept), a snapshot (the rescue's label).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceId {
+    Instance(InstanceId),
+    Volume(VolumeId),
+    Snapshot(SnapshotId),
+}
+
+impl ResourceId {
+    pub fn as_str(&self) -> &str {
+        match self {
+            Self::Instance(id) => id.as_str(),
+            Self::Volume(id) => id.as_str(),
+            Self::Snapshot(id) => id.as_str(),
+        }
+    }
+}
+
+impl fmt::Display for ResourceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The id at the end of an ARN: everything after the last `/`. EBS events name snapshots and
 /// volumes by ARN in more than one form (`arn:aws:ec2::us-east-1:snapshot/snap-…` and
 /// `arn:aws:ec2:us-east-1:123456789012:snapshot/snap-…`), and a bare id passes through.

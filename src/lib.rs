@@ -6,12 +6,14 @@
 //! The crate's map:
 //! - [`event`]: incoming JSON → one enum of what happened.
 //! - [`config`]: defaults from the environment, per-group overrides, validated once.
-//! - [`rescue`]: the domain — plan, start, check, [`rescue::decision`], fail safe. No SDK types.
+//! - [`ids`] and [`tags`]: the ground everything stands on — validated identifiers, the lifecycle
+//!   action's name, and lifeboat's tag vocabulary (where a rescue's state lives).
+//! - [`rescue`]: the domain — keep first, plan, start, check, [`rescue::decision`], fail safe. No
+//!   SDK types.
 //! - [`sweep`]: the scheduled pass that resumes, holds and starts rescues.
 //! - [`handler`]: one event in, the right rescue operations, one [`report::Report`] out.
 //! - [`aws`]: the ports (small traits in lifeboat's types) and their AWS SDK adapters.
-//! - [`ids`], [`clock`], [`telemetry`], [`report`]: validated ids, time, logs and metrics,
-//!   the invocation's result.
+//! - [`clock`], [`telemetry`], [`report`]: time, logs and metrics, the invocation's result.
 //! - [`replay`]: `lifeboat replay EVENT.json`, the handler run in-process on one file.
 //! - [`operator`]: `lifeboat list`, `watch`, `restore`, `audit`: the operator's commands.
 
@@ -28,4 +30,5 @@ pub mod replay;
 pub mod report;
 pub mod rescue;
 pub mod sweep;
+pub mod tags;
 pub mod telemetry;

@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::aws::SnapshotState;
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
-use crate::rescue::label::RescueState;
+use crate::tags::RescueState;
 
 /// How a rescue stands at the end of this invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -1,8 +1,11 @@
 //! The sweep, run on a schedule: it moves every rescue in flight forward (heartbeat, release,
-//! retry, fail safe) and starts the rescue of every instance of a served group that waits in
-//! `Terminating:Wait` with no rescue — its lifecycle event was lost. Its reads are batched: one
+//! retry, fail safe) and takes on every instance of a served group that waits for its
+//! termination hook (`Terminating:Wait`, or `Warmed:Terminating:Wait` in a warm pool) with no
+//! snapshot set — its lifecycle event was lost, or EC2 has refused the set so far (the rescue's
+//! record then lives on the instance, and the sweep holds it). Its reads are batched: one
 //! paginated `DescribeSnapshots` for all rescues in flight, one paginated
-//! `DescribeAutoScalingGroups`, one batched `DescribeSnapshots` for the waiting instances.
+//! `DescribeAutoScalingGroups` (and `DescribeWarmPool` for groups with a warm pool), one batched
+//! `DescribeSnapshots` for the waiting instances.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,12 +13,13 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use tracing::{info, warn};
 
-use crate::aws::{ActionRef, AwsError, Cloud, GroupScope, SnapshotQuery};
+use crate::aws::{AwsError, Cloud, GroupScope, SnapshotQuery};
 use crate::clock::Clock;
+use crate::ids::ActionRef;
 use crate::ids::{GroupName, HookName, InstanceId};
 use crate::report::{EventKind, Report, RescueReport};
-use crate::rescue::label::{self, RescueState};
 use crate::rescue::{rescues_from, snapshots_of, Rescue, RescueError, Rescuer, Termination};
+use crate::tags::{self, RescueState};
 
 /// One unit of the sweep's work.
 enum Work {
@@ -33,7 +37,7 @@ pub async fn sweep<C: Cloud, K: Clock>(
         rescuer
             .cloud
             .find_snapshots(&SnapshotQuery::Tagged {
-                key: label::STATE.into(),
+                key: tags::STATE.into(),
                 values: vec![RescueState::Pending.as_str().into()],
             })
             .await?,
@@ -65,7 +69,7 @@ pub async fn sweep<C: Cloud, K: Clock>(
                 Work::Resume(rescue) => rescuer.resume(*rescue).await.map(Some),
                 Work::Start(termination, metadata) => {
                     warn!(instance_id = %termination.action.instance_id, asg = %termination.action.group,
-                        "instance waits in Terminating:Wait with no rescue (its event was lost); starting one");
+                        "instance waits for its termination hook with no snapshot set (its event was lost, or EC2 refused the set so far); starting or resuming its rescue");
                     let (settings, rejected) = config.settings_for(metadata.as_deref());
                     let now = rescuer.clock.now();
                     rescuer.on_termination(&termination, settings, rejected, now).await.map(Some)

@@ -83,8 +83,24 @@ impl Metrics {
         self.emit(group, "SecondsToRelease", seconds_since_start, "Seconds");
     }
 
-    pub fn rescue_failed_safe(&self, group: &GroupName) {
-        self.emit(group, "RescuesFailedSafe", 1.0, "Count");
+    /// A rescue failed safe; `reason` (a short code: `SnapshotRefused`, `OutOfTime`, …) is a
+    /// dimension of its own, so an alarm or a dashboard can tell a quota from a stuck snapshot.
+    pub fn rescue_failed_safe(&self, group: &GroupName, reason: &str) {
+        self.emit_line(emf_line(
+            &self.namespace,
+            group,
+            Some(reason),
+            "RescuesFailedSafe",
+            1.0,
+            "Count",
+            Utc::now().timestamp_millis(),
+        ));
+    }
+
+    /// Keep first could not be done (the role or an SCP denies `ModifyInstanceAttribute`, …):
+    /// the rescue goes on, but without its safety net.
+    pub fn keep_first_failed(&self, group: &GroupName) {
+        self.emit(group, "KeepFirstFailed", 1.0, "Count");
     }
 
     pub fn rescue_ended(&self, group: &GroupName) {
@@ -104,14 +120,18 @@ impl Metrics {
     }
 
     fn emit(&self, group: &GroupName, name: &str, value: f64, unit: &str) {
-        let line = emf_line(
+        self.emit_line(emf_line(
             &self.namespace,
             group,
+            None,
             name,
             value,
             unit,
             Utc::now().timestamp_millis(),
-        );
+        ));
+    }
+
+    fn emit_line(&self, line: String) {
         match &self.sink {
             MetricSink::Stdout => {
                 let _ = writeln!(std::io::stdout().lock(), "{line}");
@@ -128,28 +148,38 @@ impl Metrics {
     }
 }
 
-/// One metric in CloudWatch Embedded Metric Format, by group and in the aggregate.
+/// One metric in CloudWatch Embedded Metric Format, by group, by reason when there is one, and
+/// in the aggregate.
 pub fn emf_line(
     namespace: &str,
     group: &GroupName,
+    reason: Option<&str>,
     name: &str,
     value: f64,
     unit: &str,
     timestamp_ms: i64,
 ) -> String {
-    json!({
+    let mut dimensions = vec![json!(["AutoScalingGroupName"])];
+    if reason.is_some() {
+        dimensions.push(json!(["Reason"]));
+    }
+    dimensions.push(json!([]));
+    let mut line = json!({
         "_aws": {
             "Timestamp": timestamp_ms,
             "CloudWatchMetrics": [{
                 "Namespace": namespace,
-                "Dimensions": [["AutoScalingGroupName"], []],
+                "Dimensions": dimensions,
                 "Metrics": [{"Name": name, "Unit": unit}],
             }],
         },
         "AutoScalingGroupName": group.as_str(),
         name: value,
-    })
-    .to_string()
+    });
+    if let Some(reason) = reason {
+        line["Reason"] = json!(reason);
+    }
+    line.to_string()
 }
 
 #[cfg(test)]
@@ -162,6 +192,7 @@ mod tests {
         let line = emf_line(
             "Lifeboat",
             &group,
+            Some("SnapshotRefused"),
             "RescuesFailedSafe",
             1.0,
             "Count",
@@ -177,7 +208,12 @@ mod tests {
             v["_aws"]["CloudWatchMetrics"][0]["Dimensions"][0][0],
             "AutoScalingGroupName"
         );
+        assert_eq!(
+            v["_aws"]["CloudWatchMetrics"][0]["Dimensions"],
+            json!([["AutoScalingGroupName"], ["Reason"], []])
+        );
         assert_eq!(v["AutoScalingGroupName"], "api-db");
+        assert_eq!(v["Reason"], "SnapshotRefused");
         assert_eq!(v["RescuesFailedSafe"], 1.0);
         assert!(!line.contains('\n'));
     }

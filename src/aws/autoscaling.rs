@@ -1,11 +1,12 @@
 //! The Auto Scaling adapter: `Lifecycle` over the AWS SDK's Auto Scaling client — heartbeats,
-//! completions, hook timings and the instances held in `Terminating:Wait`. It decides nothing.
+//! completions, hook timings and the instances held in `Terminating:Wait` (and, in a warm pool,
+//! `Warmed:Terminating:Wait`). It decides nothing.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use aws_sdk_autoscaling::types::{AutoScalingGroup, LifecycleState};
+use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState};
 
 use super::{ActionRef, ActionResult, AwsError, GroupScope, HookFacts, Lifecycle, WaitingInstance};
 use crate::ids::{GroupName, HookName, InstanceId};
@@ -123,22 +124,59 @@ impl Lifecycle for AutoScalingAdapter {
             else {
                 continue;
             };
-            for instance in group.instances() {
-                if instance.lifecycle_state() != Some(&LifecycleState::TerminatingWait) {
-                    continue;
-                }
-                if let Some(id) = instance
-                    .instance_id()
-                    .and_then(|i| InstanceId::parse(i).ok())
-                {
-                    waiting.push(WaitingInstance {
+            let held = |instance: &Instance, state: LifecycleState, from_warm_pool: bool| {
+                (instance.lifecycle_state() == Some(&state))
+                    .then(|| {
+                        instance
+                            .instance_id()
+                            .and_then(|i| InstanceId::parse(i).ok())
+                    })
+                    .flatten()
+                    .map(|instance_id| WaitingInstance {
                         group: group_name.clone(),
-                        instance_id: id,
-                    });
+                        instance_id,
+                        from_warm_pool,
+                    })
+            };
+            waiting.extend(
+                group
+                    .instances()
+                    .iter()
+                    .filter_map(|i| held(i, LifecycleState::TerminatingWait, false)),
+            );
+            // A warm pool's instances are not the group's: DescribeWarmPool lists them, and one
+            // being terminated waits in Warmed:Terminating:Wait ("Using lifecycle hooks with a
+            // warm pool", Amazon EC2 Auto Scaling User Guide).
+            if group.warm_pool_configuration().is_some() {
+                for instance in self.warm_pool(&group_name).await? {
+                    waiting.extend(held(&instance, LifecycleState::WarmedTerminatingWait, true));
                 }
             }
         }
         Ok(waiting)
+    }
+}
+
+impl AutoScalingAdapter {
+    /// The instances of a group's warm pool, across pages.
+    async fn warm_pool(&self, group: &GroupName) -> Result<Vec<Instance>, AwsError> {
+        let mut instances = Vec::new();
+        let mut next_token: Option<String> = None;
+        loop {
+            let page = self
+                .client
+                .describe_warm_pool()
+                .auto_scaling_group_name(group.as_str())
+                .set_next_token(next_token.take())
+                .send()
+                .await
+                .map_err(|err| AwsError::from_sdk("DescribeWarmPool", err))?;
+            instances.extend(page.instances().iter().cloned());
+            match page.next_token() {
+                Some(token) if !token.is_empty() => next_token = Some(token.to_owned()),
+                _ => return Ok(instances),
+            }
+        }
     }
 }
 
@@ -192,10 +230,13 @@ mod adapter_tests {
     };
     use aws_sdk_autoscaling::operation::describe_auto_scaling_groups::DescribeAutoScalingGroupsOutput;
     use aws_sdk_autoscaling::operation::describe_lifecycle_hooks::DescribeLifecycleHooksOutput;
+    use aws_sdk_autoscaling::operation::describe_warm_pool::DescribeWarmPoolOutput;
     use aws_sdk_autoscaling::operation::record_lifecycle_action_heartbeat::{
         RecordLifecycleActionHeartbeatError, RecordLifecycleActionHeartbeatOutput,
     };
-    use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleHook};
+    use aws_sdk_autoscaling::types::{
+        AutoScalingGroup, Instance, LifecycleHook, WarmPoolConfiguration,
+    };
     use aws_sdk_autoscaling::Client;
     use aws_smithy_mocks::mock;
 
@@ -318,16 +359,16 @@ mod adapter_tests {
     }
 
     #[tokio::test]
-    async fn waiting_instances_are_the_ones_in_terminating_wait() {
-        let rule = mock!(Client::describe_auto_scaling_groups)
-            .match_requests(|r| r.auto_scaling_group_names() == ["api-db"])
-            .then_output(|| {
-                let instance = |id: &str, state: LifecycleState| {
-                    Instance::builder()
-                        .instance_id(id)
-                        .lifecycle_state(state)
-                        .build()
-                };
+    async fn waiting_instances_are_the_ones_in_terminating_wait_and_the_warm_pools_own() {
+        let instance = |id: &str, state: LifecycleState| {
+            Instance::builder()
+                .instance_id(id)
+                .lifecycle_state(state)
+                .build()
+        };
+        let groups = mock!(Client::describe_auto_scaling_groups)
+            .match_requests(|r| r.auto_scaling_group_names() == ["api-db", "workers"])
+            .then_output(move || {
                 DescribeAutoScalingGroupsOutput::builder()
                     .auto_scaling_groups(
                         AutoScalingGroup::builder()
@@ -337,13 +378,49 @@ mod adapter_tests {
                             .instances(instance("i-00000003", LifecycleState::TerminatingProceed))
                             .build(),
                     )
+                    .auto_scaling_groups(
+                        AutoScalingGroup::builder()
+                            .auto_scaling_group_name("workers")
+                            .warm_pool_configuration(
+                                WarmPoolConfiguration::builder().min_size(2).build(),
+                            )
+                            .build(),
+                    )
                     .build()
             });
-        let waiting = AutoScalingAdapter::new(autoscaling(&[&rule]))
-            .waiting_instances(&GroupScope::Named(vec![action().group]))
+        let warm = mock!(Client::describe_warm_pool)
+            .match_requests(|r| r.auto_scaling_group_name() == Some("workers"))
+            .then_output(move || {
+                DescribeWarmPoolOutput::builder()
+                    .instances(instance("i-00000004", LifecycleState::WarmedStopped))
+                    .instances(instance(
+                        "i-00000005",
+                        LifecycleState::WarmedTerminatingWait,
+                    ))
+                    .build()
+            });
+        let waiting = AutoScalingAdapter::new(autoscaling(&[&groups, &warm]))
+            .waiting_instances(&GroupScope::Named(vec![
+                GroupName::parse("api-db").unwrap(),
+                GroupName::parse("workers").unwrap(),
+            ]))
             .await
             .unwrap();
-        assert_eq!(waiting.len(), 1);
-        assert_eq!(waiting[0].instance_id.as_str(), "i-00000002");
+        let found: Vec<(&str, &str, bool)> = waiting
+            .iter()
+            .map(|w| (w.group.as_str(), w.instance_id.as_str(), w.from_warm_pool))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                ("api-db", "i-00000002", false),
+                ("workers", "i-00000005", true)
+            ]
+        );
+        assert_eq!(
+            warm.num_calls(),
+            1,
+            "only the group with a warm pool is asked"
+        );
     }
 }

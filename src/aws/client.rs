@@ -114,13 +114,15 @@ impl super::Inventory for AwsCloud {
         self.ec2.instance_store_disks(instance_type).await
     }
 
-    async fn keep_volumes(
+    async fn set_delete_on_termination(
         &self,
         instance_id: &crate::ids::InstanceId,
-        volumes: &[(crate::ids::VolumeId, String)],
-        tags: &super::Tags,
+        devices: &[String],
+        delete_on_termination: bool,
     ) -> Result<(), super::AwsError> {
-        self.ec2.keep_volumes(instance_id, volumes, tags).await
+        self.ec2
+            .set_delete_on_termination(instance_id, devices, delete_on_termination)
+            .await
     }
 }
 
@@ -145,13 +147,15 @@ impl super::SnapshotStore for AwsCloud {
     ) -> Result<super::SnapshotFacts, super::AwsError> {
         self.ec2.create_snapshot(request).await
     }
+}
 
-    async fn tag_snapshots(
+impl super::Tagging for AwsCloud {
+    async fn tag(
         &self,
-        ids: &[crate::ids::SnapshotId],
+        resources: &[crate::ids::ResourceId],
         tags: &super::Tags,
     ) -> Result<(), super::AwsError> {
-        self.ec2.tag_snapshots(ids, tags).await
+        self.ec2.tag(resources, tags).await
     }
 }
 

@@ -1,4 +1,4 @@
-//! The EC2 adapter: `Inventory` and `SnapshotStore` over the AWS SDK's EC2 client. It turns
+//! The EC2 adapter: `Inventory`, `SnapshotStore` and `Tagging` over the AWS SDK's EC2 client. It turns
 //! lifeboat's requests into API calls (filters, tags, pagination) and the replies back into
 //! lifeboat's facts; it decides nothing.
 
@@ -14,9 +14,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     AwsError, AwsErrorKind, InstanceFacts, InstanceState, Inventory, SnapshotFacts, SnapshotQuery,
-    SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tags, VolumeFacts,
+    SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts,
 };
-use crate::ids::{InstanceId, SnapshotId, VolumeId};
+use crate::ids::{InstanceId, ResourceId, SnapshotId, VolumeId};
 
 /// EC2 accepts at most 200 values in one filter.
 pub(super) const FILTER_VALUES_PER_REQUEST: usize = 200;
@@ -195,6 +195,7 @@ impl Inventory for Ec2Adapter {
                 .map(|t| t.as_str().to_owned())
                 .unwrap_or_default(),
             root_device_name: instance.root_device_name().map(str::to_owned),
+            tags: tags_of(instance.tags()),
         }))
     }
 
@@ -251,26 +252,26 @@ impl Inventory for Ec2Adapter {
         Ok(disks)
     }
 
-    async fn keep_volumes(
+    async fn set_delete_on_termination(
         &self,
         instance_id: &InstanceId,
-        volumes: &[(VolumeId, String)],
-        tags: &Tags,
+        devices: &[String],
+        delete_on_termination: bool,
     ) -> Result<(), AwsError> {
-        if volumes.is_empty() {
+        if devices.is_empty() {
             return Ok(());
         }
         let mut modify = self
             .client
             .modify_instance_attribute()
             .instance_id(instance_id.as_str());
-        for (_, device) in volumes {
+        for device in devices {
             modify = modify.block_device_mappings(
                 InstanceBlockDeviceMappingSpecification::builder()
                     .device_name(device)
                     .ebs(
                         EbsInstanceBlockDeviceSpecification::builder()
-                            .delete_on_termination(false)
+                            .delete_on_termination(delete_on_termination)
                             .build(),
                     )
                     .build(),
@@ -280,13 +281,6 @@ impl Inventory for Ec2Adapter {
             .send()
             .await
             .map_err(|err| AwsError::from_sdk("ModifyInstanceAttribute", err))?;
-        self.client
-            .create_tags()
-            .set_resources(Some(volumes.iter().map(|(id, _)| id.to_string()).collect()))
-            .set_tags(Some(sdk_tags(tags)))
-            .send()
-            .await
-            .map_err(|err| AwsError::from_sdk("CreateTags", err))?;
         Ok(())
     }
 }
@@ -399,14 +393,16 @@ impl SnapshotStore for Ec2Adapter {
             tags: tags_of(reply.tags()),
         })
     }
+}
 
-    async fn tag_snapshots(&self, ids: &[SnapshotId], tags: &Tags) -> Result<(), AwsError> {
-        if ids.is_empty() {
+impl Tagging for Ec2Adapter {
+    async fn tag(&self, resources: &[ResourceId], tags: &Tags) -> Result<(), AwsError> {
+        if resources.is_empty() || tags.is_empty() {
             return Ok(());
         }
         self.client
             .create_tags()
-            .set_resources(Some(ids.iter().map(|id| id.to_string()).collect()))
+            .set_resources(Some(resources.iter().map(|id| id.to_string()).collect()))
             .set_tags(Some(sdk_tags(tags)))
             .send()
             .await
@@ -569,7 +565,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_snapshot_limits_map_to_snapshot_limit_not_failure() {
+    async fn a_busy_volume_maps_to_snapshot_busy_and_the_quota_to_quota_exceeded() {
         for code in [
             "ConcurrentSnapshotLimitExceeded",
             "SnapshotCreationPerVolumeRateExceeded",
@@ -589,13 +585,33 @@ mod tests {
                 })
                 .await
                 .unwrap_err();
-            assert_eq!(err.kind, AwsErrorKind::SnapshotLimit, "{code}");
+            assert_eq!(err.kind, AwsErrorKind::SnapshotBusy, "{code}");
             assert_eq!(err.code.as_deref(), Some(code));
             assert!(
                 std::error::Error::source(&err).is_some(),
                 "the SDK error is kept as the source"
             );
+            assert!(err.waiting_can_fix());
         }
+        let rule = mock!(Client::create_snapshots).then_error(|| {
+            CreateSnapshotsError::generic(aws_error(
+                "SnapshotLimitExceeded",
+                "The maximum number of snapshots has been reached.",
+            ))
+        });
+        let err = Ec2Adapter::new(ec2(&[&rule]))
+            .create_snapshot_set(&SnapshotSetRequest {
+                instance_id: instance(),
+                exclude_boot_volume: false,
+                exclude_data_volumes: vec![],
+                copy_volume_tags: true,
+                description: "d".into(),
+                tags: Tags::new(),
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind, AwsErrorKind::QuotaExceeded);
+        assert!(!err.waiting_can_fix(), "no amount of waiting fixes a quota");
     }
 
     // Paused time: the SDK's backoff sleeps pass at once.
@@ -714,6 +730,12 @@ mod tests {
                                     .instance_id("i-0123456789abcdef0")
                                     .instance_type("m5d.large".into())
                                     .root_device_name("/dev/xvda")
+                                    .tags(
+                                        Tag::builder()
+                                            .key("lifeboat:hook")
+                                            .value("lifeboat")
+                                            .build(),
+                                    )
                                     .state(
                                         aws_sdk_ec2::types::InstanceState::builder()
                                             .name(InstanceStateName::Stopped)
@@ -734,6 +756,10 @@ mod tests {
         assert_eq!(facts.state, InstanceState::Stopped);
         assert_eq!(facts.instance_type, "m5d.large");
         assert_eq!(facts.root_device_name.as_deref(), Some("/dev/xvda"));
+        assert_eq!(
+            facts.tags["lifeboat:hook"], "lifeboat",
+            "the instance's record is read"
+        );
     }
 
     #[tokio::test]
@@ -780,58 +806,50 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn keep_volumes_turns_delete_on_termination_off_then_tags_the_volumes() {
-        let modify = mock!(Client::modify_instance_attribute)
-            .match_requests(|r| {
-                r.instance_id() == Some("i-0123456789abcdef0")
-                    && r.block_device_mappings().len() == 2
-                    && r.block_device_mappings()
-                        .iter()
-                        .all(|m| m.ebs().and_then(|e| e.delete_on_termination()) == Some(false))
-                    && r.block_device_mappings()[1].device_name() == Some("/dev/sdg")
-            })
-            .then_output(|| ModifyInstanceAttributeOutput::builder().build());
-        let tag = mock!(Client::create_tags)
-            .match_requests(|r| {
-                r.resources() == ["vol-0000000b", "vol-0000000c"]
-                    && has_tag(r.tags(), "lifeboat:kept-by", "i-0123456789abcdef0")
-            })
-            .then_output(|| CreateTagsOutput::builder().build());
-        let adapter = Ec2Adapter::new(ec2(&[&modify, &tag]));
-        adapter
-            .keep_volumes(
-                &instance(),
-                &[
-                    (VolumeId::parse("vol-0000000b").unwrap(), "/dev/sdf".into()),
-                    (VolumeId::parse("vol-0000000c").unwrap(), "/dev/sdg".into()),
-                ],
-                &tags(&[("lifeboat:kept-by", "i-0123456789abcdef0")]),
-            )
-            .await
-            .unwrap();
-        assert_eq!((modify.num_calls(), tag.num_calls()), (1, 1));
+    async fn delete_on_termination_is_set_for_every_device_in_one_call() {
+        for value in [false, true] {
+            let modify = mock!(Client::modify_instance_attribute)
+                .match_requests(move |r| {
+                    r.instance_id() == Some("i-0123456789abcdef0")
+                        && r.block_device_mappings().len() == 2
+                        && r.block_device_mappings()
+                            .iter()
+                            .all(|m| m.ebs().and_then(|e| e.delete_on_termination()) == Some(value))
+                        && r.block_device_mappings()[1].device_name() == Some("/dev/sdg")
+                })
+                .then_output(|| ModifyInstanceAttributeOutput::builder().build());
+            let adapter = Ec2Adapter::new(ec2(&[&modify]));
+            adapter
+                .set_delete_on_termination(
+                    &instance(),
+                    &["/dev/sdf".into(), "/dev/sdg".into()],
+                    value,
+                )
+                .await
+                .unwrap();
+            adapter
+                .set_delete_on_termination(&instance(), &[], value)
+                .await
+                .unwrap();
+            assert_eq!(modify.num_calls(), 1, "nothing to change, no call");
+        }
     }
 
     #[tokio::test]
-    async fn a_failed_modify_never_goes_on_to_tag() {
+    async fn a_denied_modify_is_access_denied() {
         let modify = mock!(Client::modify_instance_attribute).then_error(|| {
             aws_sdk_ec2::operation::modify_instance_attribute::ModifyInstanceAttributeError::generic(aws_error(
                 "UnauthorizedOperation",
                 "You are not authorized",
             ))
         });
-        let tag = mock!(Client::create_tags).then_output(|| CreateTagsOutput::builder().build());
-        let adapter = Ec2Adapter::new(ec2(&[&modify, &tag]));
+        let adapter = Ec2Adapter::new(ec2(&[&modify]));
         let err = adapter
-            .keep_volumes(
-                &instance(),
-                &[(VolumeId::parse("vol-0000000b").unwrap(), "/dev/sdf".into())],
-                &Tags::new(),
-            )
+            .set_delete_on_termination(&instance(), &["/dev/sdf".into()], false)
             .await
             .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::AccessDenied);
-        assert_eq!(tag.num_calls(), 0);
+        assert!(!err.waiting_can_fix());
     }
 
     #[tokio::test]
@@ -871,25 +889,28 @@ mod tests {
             })
             .await
             .unwrap_err();
-        assert_eq!(err.kind, AwsErrorKind::SnapshotLimit);
+        assert_eq!(err.kind, AwsErrorKind::SnapshotBusy);
     }
 
     #[tokio::test]
-    async fn tag_snapshots_tags_all_of_them_in_one_call() {
+    async fn tag_tags_every_resource_in_one_call() {
         let rule = mock!(Client::create_tags)
             .match_requests(|r| {
-                r.resources().len() == 3 && has_tag(r.tags(), "lifeboat:state", "released")
+                r.resources() == ["snap-00000001", "snap-00000002", "i-0123456789abcdef0"]
+                    && has_tag(r.tags(), "lifeboat:state", "released")
             })
             .then_output(|| CreateTagsOutput::builder().build());
         let adapter = Ec2Adapter::new(ec2(&[&rule]));
-        let ids: Vec<SnapshotId> = (1..=3)
-            .map(|i| SnapshotId::parse(&format!("snap-0000000{i}")).unwrap())
+        let mut resources: Vec<ResourceId> = (1..=2)
+            .map(|i| ResourceId::Snapshot(SnapshotId::parse(&format!("snap-0000000{i}")).unwrap()))
             .collect();
+        resources.push(ResourceId::Instance(instance()));
         adapter
-            .tag_snapshots(&ids, &tags(&[("lifeboat:state", "released")]))
+            .tag(&resources, &tags(&[("lifeboat:state", "released")]))
             .await
             .unwrap();
-        adapter.tag_snapshots(&[], &Tags::new()).await.unwrap();
+        adapter.tag(&[], &tags(&[("k", "v")])).await.unwrap();
+        adapter.tag(&resources, &Tags::new()).await.unwrap();
         assert_eq!(rule.num_calls(), 1);
     }
 }

@@ -1,5 +1,5 @@
 //! `AwsError`: one error type for every AWS call, classified into the few kinds the rescue
-//! decides on, with the SDK's error kept as the source.
+//! decides on — above all, whether waiting can fix it — with the SDK's error kept as the source.
 
 use std::error::Error as StdError;
 use std::fmt;
@@ -11,9 +11,16 @@ use aws_smithy_types::error::metadata::ProvideErrorMetadata;
 pub enum AwsErrorKind {
     /// `RequestLimitExceeded`, `Throttling`: slow down and try again.
     Throttled,
-    /// `ConcurrentSnapshotLimitExceeded`, `SnapshotCreationPerVolumeRateExceeded`: the volume or
-    /// account has too many snapshots in flight; try again later, it is not a failure.
-    SnapshotLimit,
+    /// `ConcurrentSnapshotLimitExceeded` (five pending snapshots of a volume, one for st1 and
+    /// sc1, whoever started them), `SnapshotCreationPerVolumeRateExceeded` (snapshots of one
+    /// volume too close together): the volume is busy; waiting fixes it, it is not a failure.
+    SnapshotBusy,
+    /// `SnapshotLimitExceeded`, `ResourceLimitExceeded`: an account quota is reached. No amount
+    /// of waiting fixes it.
+    QuotaExceeded,
+    /// `InvalidSnapshot.NotFound`, `InvalidVolume.NotFound`: EC2 does not know the resource —
+    /// gone, or (just after its creation) not yet visible: EC2's API is eventually consistent.
+    NotFound,
     /// `InvalidInstanceID.NotFound`: the instance does not exist (any more).
     InstanceNotFound,
     /// `ValidationError: No active Lifecycle Action found`: the action is over.
@@ -30,7 +37,9 @@ impl fmt::Display for AwsErrorKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
             Self::Throttled => "throttled",
-            Self::SnapshotLimit => "snapshot limit reached",
+            Self::SnapshotBusy => "the volume has too many snapshots in flight",
+            Self::QuotaExceeded => "account quota reached",
+            Self::NotFound => "not found",
             Self::InstanceNotFound => "instance not found",
             Self::NoActiveAction => "no active lifecycle action",
             Self::AccessDenied => "access denied",
@@ -109,12 +118,19 @@ impl AwsError {
         self.kind == kind
     }
 
-    /// Worth trying again later: nothing is wrong with the request itself.
-    pub fn is_transient(&self) -> bool {
+    /// Waiting can fix it: throttling, a busy volume, a service hiccup. Nothing is wrong with
+    /// the request itself; a quota, a denial or a bad parameter stays as it is however long
+    /// lifeboat waits.
+    pub fn waiting_can_fix(&self) -> bool {
         matches!(
             self.kind,
-            AwsErrorKind::Throttled | AwsErrorKind::SnapshotLimit | AwsErrorKind::Unavailable
+            AwsErrorKind::Throttled | AwsErrorKind::SnapshotBusy | AwsErrorKind::Unavailable
         )
+    }
+
+    /// AWS's error code, or the kind when AWS gave none: short, for a metric or a tag.
+    pub fn code_or_kind(&self) -> String {
+        self.code.clone().unwrap_or_else(|| self.kind.to_string())
     }
 }
 
@@ -149,10 +165,11 @@ pub(crate) fn classify(
         | "Throttling"
         | "ThrottlingException"
         | "TooManyRequestsException" => AwsErrorKind::Throttled,
-        "ConcurrentSnapshotLimitExceeded"
-        | "SnapshotCreationPerVolumeRateExceeded"
-        | "SnapshotLimitExceeded"
-        | "ResourceLimitExceeded" => AwsErrorKind::SnapshotLimit,
+        "ConcurrentSnapshotLimitExceeded" | "SnapshotCreationPerVolumeRateExceeded" => {
+            AwsErrorKind::SnapshotBusy
+        }
+        "SnapshotLimitExceeded" | "ResourceLimitExceeded" => AwsErrorKind::QuotaExceeded,
+        "InvalidSnapshot.NotFound" | "InvalidVolume.NotFound" => AwsErrorKind::NotFound,
         "InvalidInstanceID.NotFound" | "InvalidInstanceID.Malformed" => {
             AwsErrorKind::InstanceNotFound
         }
@@ -193,13 +210,25 @@ mod tests {
                 Some("ConcurrentSnapshotLimitExceeded"),
                 None,
                 None,
-                AwsErrorKind::SnapshotLimit,
+                AwsErrorKind::SnapshotBusy,
             ),
             (
                 Some("SnapshotCreationPerVolumeRateExceeded"),
                 None,
                 None,
-                AwsErrorKind::SnapshotLimit,
+                AwsErrorKind::SnapshotBusy,
+            ),
+            (
+                Some("SnapshotLimitExceeded"),
+                None,
+                None,
+                AwsErrorKind::QuotaExceeded,
+            ),
+            (
+                Some("InvalidSnapshot.NotFound"),
+                None,
+                None,
+                AwsErrorKind::NotFound,
             ),
             (
                 Some("InvalidInstanceID.NotFound"),
@@ -252,15 +281,43 @@ mod tests {
     fn display_carries_operation_kind_code_and_message() {
         let err = AwsError {
             operation: "CreateSnapshots",
-            kind: AwsErrorKind::SnapshotLimit,
+            kind: AwsErrorKind::SnapshotBusy,
             code: Some("ConcurrentSnapshotLimitExceeded".into()),
             message: Some("too many".into()),
             source: None,
         };
         assert_eq!(
             err.to_string(),
-            "CreateSnapshots: snapshot limit reached (ConcurrentSnapshotLimitExceeded: too many)"
+            "CreateSnapshots: the volume has too many snapshots in flight (ConcurrentSnapshotLimitExceeded: too many)"
         );
-        assert!(err.is_transient());
+        assert!(err.waiting_can_fix());
+    }
+
+    #[test]
+    fn waiting_fixes_throttling_busy_volumes_and_hiccups_never_quotas_or_denials() {
+        let waitable = [
+            "RequestLimitExceeded",
+            "ConcurrentSnapshotLimitExceeded",
+            "SnapshotCreationPerVolumeRateExceeded",
+            "InternalError",
+        ];
+        let permanent = [
+            "SnapshotLimitExceeded",
+            "UnauthorizedOperation",
+            "InvalidParameterValue",
+            "IncorrectState",
+        ];
+        for (codes, expected) in [(&waitable, true), (&permanent, false)] {
+            for code in codes.iter() {
+                let err = AwsError {
+                    operation: "CreateSnapshots",
+                    kind: classify(Some(code), None, Some(400)),
+                    code: Some((*code).into()),
+                    message: None,
+                    source: None,
+                };
+                assert_eq!(err.waiting_can_fix(), expected, "{code}");
+            }
+        }
     }
 }

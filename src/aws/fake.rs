@@ -1,8 +1,9 @@
 //! An in-memory AWS for the rescue's unit tests: instances, volumes, snapshots that finish (or
-//! fail) when the fake clock says so, lifecycle actions that terminate the instance and delete
-//! its `DeleteOnTermination` volumes, injected errors, and a record of every call. It follows
-//! AWS's semantics where the rescue depends on them; the end-to-end tests use the real SDK
-//! against the local AWS instead.
+//! fail) when the fake clock says so — the snapshots of one multi-volume set together, all in
+//! error if one fails —, EC2's limit of pending snapshots per volume, lifecycle actions that
+//! terminate the instance and delete its `DeleteOnTermination` volumes, injected errors, and a
+//! record of every call. It follows AWS's semantics where the rescue depends on them; the
+//! end-to-end tests use the real SDK against the local AWS instead.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -11,12 +12,13 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ActionRef, ActionResult, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts,
-    InstanceState, Inventory, Lifecycle, SnapshotFacts, SnapshotQuery, SnapshotRequest,
-    SnapshotSetRequest, SnapshotState, SnapshotStore, Tags, VolumeFacts, WaitingInstance,
+    ActionResult, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts, InstanceState,
+    Inventory, Lifecycle, SnapshotFacts, SnapshotQuery, SnapshotRequest, SnapshotSetRequest,
+    SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts, WaitingInstance,
 };
 use crate::clock::{Clock, FakeClock};
-use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
+use crate::ids::{ActionRef, GroupName, HookName, InstanceId, ResourceId, SnapshotId, VolumeId};
+use crate::tags::KeptReason;
 
 /// How a snapshot of a volume ends, and how long it runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,6 +49,7 @@ struct Instance {
     state: InstanceState,
     root_device: String,
     retain_on_abandon: bool,
+    tags: Tags,
 }
 
 #[derive(Debug, Clone)]
@@ -60,6 +63,8 @@ struct Snapshot {
     facts: SnapshotFacts,
     ends_at: DateTime<Utc>,
     end: SnapshotState,
+    /// The `CreateSnapshots` call it belongs to: a set completes together.
+    set: Option<u64>,
 }
 
 /// What happened to a lifecycle action.
@@ -69,6 +74,8 @@ pub struct ActionRecord {
     pub result: Option<ActionResult>,
     pub heartbeats: u32,
     pub completions: u32,
+    /// When the instance began to wait: only a snapshot started since saves today's data.
+    pub started_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Default)]
@@ -139,6 +146,7 @@ impl FakeCloud {
         group: &str,
         devices: &[&str],
     ) -> (InstanceId, Vec<VolumeId>) {
+        let now = self.clock.now();
         let mut world = self.world();
         let instance_id = InstanceId::parse(&format!("i-{}", Self::hex(&mut world))).unwrap();
         let mut volumes = Vec::new();
@@ -171,6 +179,7 @@ impl FakeCloud {
                 state: InstanceState::Stopped,
                 root_device: devices.first().copied().unwrap_or("/dev/xvda").to_owned(),
                 retain_on_abandon: false,
+                tags: Tags::new(),
             },
         );
         world.actions.insert(
@@ -180,6 +189,7 @@ impl FakeCloud {
                 result: None,
                 heartbeats: 0,
                 completions: 0,
+                started_at: now,
             },
         );
         (instance_id, volumes)
@@ -189,6 +199,51 @@ impl FakeCloud {
         if let Some(v) = self.world().volumes.get_mut(volume) {
             v.facts.tags.insert(key.into(), value.into());
         }
+    }
+
+    pub fn set_delete_on_termination_of(&self, volume: &VolumeId, value: bool) {
+        if let Some(v) = self.world().volumes.get_mut(volume) {
+            v.facts.delete_on_termination = value;
+        }
+    }
+
+    /// A volume's type (`st1` and `sc1` allow one pending snapshot, the others five).
+    pub fn set_volume_type(&self, volume: &VolumeId, volume_type: &str) {
+        if let Some(v) = self.world().volumes.get_mut(volume) {
+            v.facts.volume_type = volume_type.into();
+        }
+    }
+
+    /// Someone else (a Data Lifecycle Manager schedule) starts a snapshot of the volume, pending
+    /// for `seconds`.
+    pub fn start_foreign_snapshot(&self, volume: &VolumeId, seconds: u64) -> SnapshotId {
+        let now = self.clock.now();
+        let mut world = self.world();
+        let id = SnapshotId::parse(&format!("snap-{}", Self::hex(&mut world))).unwrap();
+        world.snapshots.insert(
+            id.clone(),
+            Snapshot {
+                facts: SnapshotFacts {
+                    id: id.clone(),
+                    volume_id: Some(volume.clone()),
+                    state: SnapshotState::Pending,
+                    progress: Some("0%".into()),
+                    start_time: Some(now),
+                    volume_size_gib: Some(100),
+                    encrypted: true,
+                    kms_key_id: None,
+                    tags: Tags::from([("aws:dlm:lifecycle-policy-id".into(), "policy-1".into())]),
+                },
+                ends_at: now + chrono::Duration::seconds(seconds as i64),
+                end: SnapshotState::Completed,
+                set: None,
+            },
+        );
+        id
+    }
+
+    pub fn instance_tags(&self, instance: &InstanceId) -> Tags {
+        self.world().instances[instance].tags.clone()
     }
 
     /// Attaches a new volume to a (waiting) instance, as an operator might.
@@ -350,20 +405,73 @@ impl FakeCloud {
         Ok(world)
     }
 
+    /// Ends the snapshots whose time has come. The snapshots of one set end together, when the
+    /// last is done, and all in error if one fails ("Create Amazon EBS snapshots", Amazon EBS
+    /// User Guide).
     fn advance(world: &mut World, now: DateTime<Utc>) {
-        for snapshot in world.snapshots.values_mut() {
-            if snapshot.facts.state == SnapshotState::Pending && now >= snapshot.ends_at {
-                snapshot.facts.state = snapshot.end;
-                snapshot.facts.progress = Some(
-                    if snapshot.end == SnapshotState::Completed {
-                        "100%"
-                    } else {
-                        "0%"
-                    }
-                    .into(),
-                );
+        let mut sets: HashMap<u64, (bool, bool)> = HashMap::new(); // set -> (all done, one failed)
+        for snapshot in world.snapshots.values() {
+            if let Some(set) = snapshot.set {
+                let entry = sets.entry(set).or_insert((true, false));
+                entry.0 &= now >= snapshot.ends_at && snapshot.end != SnapshotState::Pending;
+                entry.1 |= snapshot.end == SnapshotState::Error;
             }
         }
+        for snapshot in world.snapshots.values_mut() {
+            if snapshot.facts.state != SnapshotState::Pending {
+                continue;
+            }
+            let end = match snapshot.set.map(|set| sets[&set]) {
+                Some((false, _)) => continue,
+                Some((true, true)) => SnapshotState::Error,
+                Some((true, false)) => SnapshotState::Completed,
+                None if now >= snapshot.ends_at && snapshot.end != SnapshotState::Pending => {
+                    snapshot.end
+                }
+                None => continue,
+            };
+            snapshot.facts.state = end;
+            snapshot.facts.progress = Some(
+                if end == SnapshotState::Completed {
+                    "100%"
+                } else {
+                    "0%"
+                }
+                .into(),
+            );
+        }
+    }
+
+    /// A completed snapshot of the volume, started since its instance began to wait: an older
+    /// snapshot does not save today's data.
+    fn saved(world: &World, instance: &InstanceId, volume: &VolumeId) -> bool {
+        let since = world.actions.get(instance).map(|a| a.started_at);
+        world.snapshots.values().any(|s| {
+            s.facts.volume_id.as_ref() == Some(volume)
+                && s.facts.state == SnapshotState::Completed
+                && since.is_none_or(|since| s.facts.start_time.is_some_and(|t| t >= since))
+        })
+    }
+
+    /// EC2's limit of pending snapshots per volume: one for st1 and sc1, five for the others.
+    fn volume_busy(world: &World, volume: &VolumeId) -> bool {
+        let limit = match world
+            .volumes
+            .get(volume)
+            .map(|v| v.facts.volume_type.as_str())
+        {
+            Some("st1" | "sc1") => 1,
+            _ => 5,
+        };
+        let pending = world
+            .snapshots
+            .values()
+            .filter(|s| {
+                s.facts.volume_id.as_ref() == Some(volume)
+                    && s.facts.state == SnapshotState::Pending
+            })
+            .count();
+        pending >= limit
     }
 
     fn snapshot(
@@ -371,6 +479,7 @@ impl FakeCloud {
         volume: &VolumeId,
         tags: Tags,
         now: DateTime<Utc>,
+        set: Option<u64>,
     ) -> SnapshotFacts {
         let fate = world
             .fates
@@ -396,6 +505,7 @@ impl FakeCloud {
                 facts: facts.clone(),
                 ends_at: now + chrono::Duration::from_std(fate.after).unwrap(),
                 end: fate.end,
+                set,
             },
         );
         facts
@@ -417,10 +527,7 @@ impl FakeCloud {
         for id in attached {
             let delete = world.volumes[&id].facts.delete_on_termination;
             if delete {
-                let saved = world.snapshots.values().any(|s| {
-                    s.facts.volume_id.as_ref() == Some(&id)
-                        && s.facts.state == SnapshotState::Completed
-                });
+                let saved = Self::saved(world, instance, &id);
                 world.volumes.remove(&id);
                 world.deleted.push(id.clone());
                 if !saved {
@@ -441,6 +548,7 @@ impl Inventory for FakeCloud {
             state: i.state.clone(),
             instance_type: "m5.large".into(),
             root_device_name: Some(i.root_device.clone()),
+            tags: i.tags.clone(),
         }))
     }
 
@@ -459,34 +567,46 @@ impl Inventory for FakeCloud {
         Ok(Some(0))
     }
 
-    async fn keep_volumes(
+    async fn set_delete_on_termination(
         &self,
         instance_id: &InstanceId,
-        volumes: &[(VolumeId, String)],
-        tags: &Tags,
+        devices: &[String],
+        delete_on_termination: bool,
     ) -> Result<(), AwsError> {
         let mut world = self.call("ModifyInstanceAttribute")?;
-        for (id, device) in volumes {
-            match world.volumes.get_mut(id) {
-                Some(v)
-                    if v.attached_to.as_ref() == Some(instance_id) && v.facts.device == *device =>
-                {
-                    v.facts.delete_on_termination = false;
-                }
-                _ => {
-                    return Err(AwsError::new(
-                        "ModifyInstanceAttribute",
-                        AwsErrorKind::Rejected,
-                        "no such device",
-                    ))
-                }
+        let attached = |v: &Volume, device: &String| {
+            v.attached_to.as_ref() == Some(instance_id) && v.facts.device == *device
+        };
+        if !devices
+            .iter()
+            .all(|d| world.volumes.values().any(|v| attached(v, d)))
+        {
+            return Err(AwsError::new(
+                "ModifyInstanceAttribute",
+                AwsErrorKind::Rejected,
+                "no such device",
+            ));
+        }
+        for volume in world.volumes.values_mut() {
+            if devices.iter().any(|d| attached(volume, d)) {
+                volume.facts.delete_on_termination = delete_on_termination;
             }
         }
-        drop(world);
+        Ok(())
+    }
+}
+
+impl Tagging for FakeCloud {
+    async fn tag(&self, resources: &[ResourceId], tags: &Tags) -> Result<(), AwsError> {
         let mut world = self.call("CreateTags")?;
-        for (id, _) in volumes {
-            if let Some(v) = world.volumes.get_mut(id) {
-                v.facts.tags.extend(tags.clone());
+        for resource in resources {
+            let target = match resource {
+                ResourceId::Instance(id) => world.instances.get_mut(id).map(|i| &mut i.tags),
+                ResourceId::Volume(id) => world.volumes.get_mut(id).map(|v| &mut v.facts.tags),
+                ResourceId::Snapshot(id) => world.snapshots.get_mut(id).map(|s| &mut s.facts.tags),
+            };
+            if let Some(target) = target {
+                target.extend(tags.clone());
             }
         }
         Ok(())
@@ -530,6 +650,11 @@ impl SnapshotStore for FakeCloud {
             .filter(|v| !request.exclude_data_volumes.contains(&v.facts.id))
             .map(|v| v.facts.clone())
             .collect();
+        if volumes.iter().any(|v| Self::volume_busy(&world, &v.id)) {
+            return Err(busy("CreateSnapshots"));
+        }
+        world.next_id += 1;
+        let set = Some(world.next_id);
         let mut created = Vec::new();
         for volume in volumes {
             let mut tags = request.tags.clone();
@@ -538,7 +663,7 @@ impl SnapshotStore for FakeCloud {
                     tags.entry(k.clone()).or_insert_with(|| v.clone());
                 }
             }
-            created.push(Self::snapshot(&mut world, &volume.id, tags, now));
+            created.push(Self::snapshot(&mut world, &volume.id, tags, now, set));
         }
         Ok(created)
     }
@@ -553,22 +678,16 @@ impl SnapshotStore for FakeCloud {
                 "no such volume",
             ));
         }
+        if Self::volume_busy(&world, &request.volume_id) {
+            return Err(busy("CreateSnapshot"));
+        }
         Ok(Self::snapshot(
             &mut world,
             &request.volume_id,
             request.tags.clone(),
             now,
+            None,
         ))
-    }
-
-    async fn tag_snapshots(&self, ids: &[SnapshotId], tags: &Tags) -> Result<(), AwsError> {
-        let mut world = self.call("CreateTags")?;
-        for id in ids {
-            if let Some(s) = world.snapshots.get_mut(id) {
-                s.facts.tags.extend(tags.clone());
-            }
-        }
-        Ok(())
     }
 }
 
@@ -595,14 +714,15 @@ impl Lifecycle for FakeCloud {
             _ => return Err(no_active_action("CompleteLifecycleAction")),
         }
         if result == ActionResult::Continue {
+            // Only a volume the settings exclude may go without a snapshot, and only kept.
             let unsaved = world.volumes.values().any(|v| {
                 v.attached_to.as_ref() == Some(&action.instance_id)
-                    && !world.snapshots.values().any(|s| {
-                        s.facts.volume_id.as_ref() == Some(&v.facts.id)
-                            && s.facts.state == SnapshotState::Completed
-                    })
+                    && !Self::saved(&world, &action.instance_id, &v.facts.id)
                     && (v.facts.delete_on_termination
-                        || !v.facts.tags.contains_key("lifeboat:kept-by"))
+                        || !matches!(
+                            KeptReason::of(&v.facts.tags, &action.instance_id),
+                            Some(KeptReason::Excluded(_))
+                        ))
             });
             if unsaved {
                 world.unsafe_continues.push(action.instance_id.clone());
@@ -648,8 +768,19 @@ impl Lifecycle for FakeCloud {
             .map(|(id, i)| WaitingInstance {
                 group: i.group.clone(),
                 instance_id: id.clone(),
+                from_warm_pool: false,
             })
             .collect())
+    }
+}
+
+fn busy(operation: &'static str) -> AwsError {
+    AwsError {
+        operation,
+        kind: AwsErrorKind::SnapshotBusy,
+        code: Some("ConcurrentSnapshotLimitExceeded".into()),
+        message: Some("Too many pending snapshots of the volume".into()),
+        source: None,
     }
 }
 

@@ -12,7 +12,6 @@ pub mod fake;
 mod mocks;
 pub mod operator;
 
-use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
@@ -20,10 +19,9 @@ use chrono::{DateTime, Utc};
 
 pub use error::{AwsError, AwsErrorKind};
 
-use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
+use crate::ids::{ActionRef, GroupName, HookName, InstanceId, ResourceId, SnapshotId, VolumeId};
 
-/// Tags as key → value.
-pub type Tags = BTreeMap<String, String>;
+pub use crate::tags::Tags;
 
 /// An instance's life-cycle state as EC2 reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +62,8 @@ pub struct InstanceFacts {
     pub instance_type: String,
     /// The device of the boot volume (`/dev/xvda`, `/dev/sda1`).
     pub root_device_name: Option<String>,
+    /// The instance's tags: a rescue's record lives there before its snapshots exist.
+    pub tags: Tags,
 }
 
 /// An EBS volume attached to the instance being rescued.
@@ -149,14 +149,6 @@ pub struct SnapshotRequest {
     pub tags: Tags,
 }
 
-/// A lifecycle action, named as both lifecycle calls accept it: group, hook and instance.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct ActionRef {
-    pub group: GroupName,
-    pub hook: HookName,
-    pub instance_id: InstanceId,
-}
-
 /// How a lifecycle action is completed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ActionResult {
@@ -182,11 +174,13 @@ pub struct HookFacts {
     pub notification_metadata: Option<String>,
 }
 
-/// An instance an Auto Scaling group holds in `Terminating:Wait`.
+/// An instance an Auto Scaling group holds for its termination hooks: `Terminating:Wait`, or
+/// `Warmed:Terminating:Wait` for an instance of the group's warm pool.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WaitingInstance {
     pub group: GroupName,
     pub instance_id: InstanceId,
+    pub from_warm_pool: bool,
 }
 
 /// Which groups a listing covers.
@@ -216,11 +210,20 @@ pub trait Inventory: Send + Sync {
         instance_type: &str,
     ) -> impl Future<Output = Result<Option<u32>, AwsError>> + Send;
 
-    /// Sets `DeleteOnTermination=false` on these devices of the instance, then tags the volumes.
-    fn keep_volumes(
+    /// Sets `DeleteOnTermination` on these devices of the instance: one `ModifyInstanceAttribute`.
+    fn set_delete_on_termination(
         &self,
         instance_id: &InstanceId,
-        volumes: &[(VolumeId, String)],
+        devices: &[String],
+        delete_on_termination: bool,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Tagging instances, volumes and snapshots (EC2): one `CreateTags` for all `resources`.
+pub trait Tagging: Send + Sync {
+    fn tag(
+        &self,
+        resources: &[ResourceId],
         tags: &Tags,
     ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
@@ -241,12 +244,6 @@ pub trait SnapshotStore: Send + Sync {
         &self,
         request: &SnapshotRequest,
     ) -> impl Future<Output = Result<SnapshotFacts, AwsError>> + Send;
-
-    fn tag_snapshots(
-        &self,
-        ids: &[SnapshotId],
-        tags: &Tags,
-    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 /// Holding and completing lifecycle actions, and finding the instances held (Auto Scaling).
@@ -266,7 +263,8 @@ pub trait Lifecycle: Send + Sync {
         hook: &HookName,
     ) -> impl Future<Output = Result<Option<HookFacts>, AwsError>> + Send;
 
-    /// Every instance in `Terminating:Wait` in the groups of `scope`.
+    /// Every instance in `Terminating:Wait` (or, in a warm pool, `Warmed:Terminating:Wait`) in
+    /// the groups of `scope`.
     fn waiting_instances(
         &self,
         scope: &GroupScope,
@@ -274,6 +272,6 @@ pub trait Lifecycle: Send + Sync {
 }
 
 /// Everything a rescue needs from AWS.
-pub trait Cloud: Inventory + SnapshotStore + Lifecycle {}
+pub trait Cloud: Inventory + SnapshotStore + Tagging + Lifecycle {}
 
-impl<T: Inventory + SnapshotStore + Lifecycle> Cloud for T {}
+impl<T: Inventory + SnapshotStore + Tagging + Lifecycle> Cloud for T {}

@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 use super::ec2::{filter, instance_state, sdk_tags, Ec2Adapter, FILTER_VALUES_PER_REQUEST};
 use super::{AwsError, AwsErrorKind, GroupScope, InstanceState, SnapshotFacts, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, VolumeId};
-use crate::rescue::label;
+use crate::tags;
 
 /// Which of lifeboat's snapshots to read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -122,19 +122,19 @@ impl OperatorAws {
         match scope {
             RescueScope::All => {
                 self.snapshots
-                    .describe_snapshots(vec![filter("tag-key", [label::INSTANCE_ID])])
+                    .describe_snapshots(vec![filter("tag-key", [tags::INSTANCE_ID])])
                     .await
             }
             RescueScope::Group(group) => {
                 self.snapshots
-                    .describe_snapshots(vec![filter(&tag(label::GROUP), [group.as_str()])])
+                    .describe_snapshots(vec![filter(&tag(tags::GROUP), [group.as_str()])])
                     .await
             }
             RescueScope::Pending => {
                 self.snapshots
                     .describe_snapshots(vec![filter(
-                        &tag(label::STATE),
-                        [label::RescueState::Pending.as_str()],
+                        &tag(tags::STATE),
+                        [tags::RescueState::Pending.as_str()],
                     )])
                     .await
             }
@@ -144,7 +144,7 @@ impl OperatorAws {
                     let values = chunk.iter().map(|i| i.to_string());
                     found.extend(
                         self.snapshots
-                            .describe_snapshots(vec![filter(&tag(label::INSTANCE_ID), values)])
+                            .describe_snapshots(vec![filter(&tag(tags::INSTANCE_ID), values)])
                             .await?,
                     );
                 }

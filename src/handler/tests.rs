@@ -185,7 +185,16 @@ async fn the_multi_volume_completion_event_releases_the_rescue() {
     let (instance, volumes) = waiting_rescue(&lb).await;
     lb.clock.advance(Duration::from_secs(3600));
     let mut event = sample("multi-volume-snapshots-completed.json");
-    event["resources"] = json!([format!("arn:aws:ec2::us-east-1:instance/{instance}")]);
+    let arns: Vec<String> = volumes
+        .iter()
+        .map(|v| {
+            format!(
+                "arn:aws:ec2::us-east-1:snapshot/{}",
+                lb.cloud.snapshots_of(v)[0].id
+            )
+        })
+        .collect();
+    event["resources"] = json!(arns);
     let snapshots: Vec<Value> = volumes
         .iter()
         .map(|v| json!({"snapshot_id": format!("arn:aws:ec2::us-east-1:snapshot/{}", lb.cloud.snapshots_of(v)[0].id), "source": "", "status": "completed"}))
@@ -194,16 +203,27 @@ async fn the_multi_volume_completion_event_releases_the_rescue() {
     let before = lb.cloud.calls().len();
     let report = lb.handle(event, deadline(&lb)).await.unwrap();
     assert_eq!(report.rescues[0].outcome, Outcome::Released);
-    // Released in three calls: the rescue's snapshots, the attached volumes, CompleteLifecycleAction.
+    // Released in four calls: the event's snapshots (they save every volume: no second
+    // look-up), the attached volumes, the kept-first volumes given back, CompleteLifecycleAction;
+    // then the record.
     let calls = lb.cloud.calls()[before..].to_vec();
     assert_eq!(
         calls,
         [
             "DescribeSnapshots",
             "DescribeVolumes",
+            "ModifyInstanceAttribute",
             "CompleteLifecycleAction",
             "CreateTags"
         ]
+    );
+    assert_eq!(
+        lb.cloud.action(&instance).result,
+        Some(crate::aws::ActionResult::Continue)
+    );
+    assert!(
+        volumes.iter().all(|v| lb.cloud.volume(v).is_none()),
+        "given back their DeleteOnTermination, the saved volumes went with the instance"
     );
     assert!(lb.cloud.deleted_unsaved().is_empty());
 }
@@ -421,7 +441,7 @@ async fn a_duplicate_that_finds_the_action_over_leaves_the_release_on_record() {
         .await
         .unwrap();
     let mut stale = crate::rescue::rescues_from(found).remove(0);
-    stale.state = crate::rescue::label::RescueState::Pending;
+    stale.state = crate::tags::RescueState::Pending;
     let report = crate::rescue::Rescuer {
         cloud: &lb.cloud,
         clock: &lb.clock,
@@ -433,9 +453,8 @@ async fn a_duplicate_that_finds_the_action_over_leaves_the_release_on_record() {
     .unwrap();
     // THEN it reports the rescue finished and the record still says released
     assert_eq!(report.outcome, Outcome::AlreadyFinished);
-    let label =
-        crate::rescue::label::SnapshotLabel::read(&lb.cloud.snapshots_of(&volumes[0])[0].tags)
-            .unwrap()
-            .unwrap();
-    assert_eq!(label.state, crate::rescue::label::RescueState::Released);
+    let label = crate::tags::SnapshotLabel::read(&lb.cloud.snapshots_of(&volumes[0])[0].tags)
+        .unwrap()
+        .unwrap();
+    assert_eq!(label.state, crate::tags::RescueState::Released);
 }

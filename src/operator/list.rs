@@ -9,8 +9,8 @@ use super::{aws_error, table, OperatorError};
 use crate::aws::operator::{OperatorAws, RescueScope};
 use crate::aws::{SnapshotFacts, SnapshotState, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
-use crate::rescue::label::{self, RescueState};
 use crate::rescue::rescues_from;
+use crate::tags::{self, RescueState};
 
 /// How a rescue ended, or that it has not.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -196,7 +196,7 @@ pub fn render(sets: &[RescuedSet]) -> String {
                 vec![
                     set.instance_id.to_string(),
                     set.group.to_string(),
-                    label::timestamp(set.started_at),
+                    tags::timestamp(set.started_at),
                     set.result.as_str().to_owned(),
                     v.device.clone(),
                     v.volume_id.to_string(),
@@ -246,7 +246,7 @@ pub fn state_name(state: SnapshotState) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rescue::label::{SnapshotLabel, VolumeDescriptor};
+    use crate::tags::{SnapshotLabel, VolumeDescriptor};
     use std::collections::BTreeMap;
 
     fn snapshot(

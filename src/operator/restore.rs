@@ -15,7 +15,7 @@ use super::{aws_error, table, OperatorError};
 use crate::aws::operator::{InstanceView, NewVolume, OperatorAws, RescueScope};
 use crate::aws::{InstanceState, SnapshotState, Tags};
 use crate::ids::{InstanceId, SnapshotId, VolumeId};
-use crate::rescue::label::{self, MAX_TAGS_PER_RESOURCE};
+use crate::tags::{self, MAX_TAGS_PER_RESOURCE};
 
 pub const RESTORED_FROM_INSTANCE: &str = "lifeboat:restored-from-instance";
 pub const RESTORED_FROM_VOLUME: &str = "lifeboat:restored-from-volume";
@@ -231,7 +231,7 @@ pub fn plan(
         tags.insert(RESTORED_FROM_VOLUME.into(), v.volume_id.to_string());
         tags.insert(RESTORED_FROM_SNAPSHOT.into(), snapshot_id.to_string());
         tags.insert(RESTORED_FROM_DEVICE.into(), v.device.clone());
-        tags.insert(RESTORED_AT.into(), label::timestamp(now));
+        tags.insert(RESTORED_AT.into(), tags::timestamp(now));
         volumes.push(PlannedVolume {
             source_device: v.device.clone(),
             source_volume_id: v.volume_id.clone(),
@@ -451,7 +451,7 @@ pub fn render(plan: &RestorePlan) -> String {
             "Restored"
         },
         plan.from,
-        label::timestamp(plan.set_started_at),
+        tags::timestamp(plan.set_started_at),
         match &plan.to {
             Some(to) => format!("onto {to}"),
             None => "as unattached volumes".into(),

@@ -13,7 +13,7 @@ use super::{aws_error, human, OperatorError};
 use crate::aws::operator::{HookView, OperatorAws, RescueScope};
 use crate::aws::SnapshotState;
 use crate::ids::{GroupName, HookName, InstanceId};
-use crate::rescue::label;
+use crate::tags;
 
 /// How to watch.
 #[derive(Debug, Clone)]
@@ -51,7 +51,7 @@ impl Watched {
                 human(chrono::Duration::seconds(
                     hook.heartbeat_timeout.as_secs() as i64
                 )),
-                label::timestamp(limit),
+                tags::timestamp(limit),
                 human(limit - now)
             ),
             _ => "hook not found: the action is no longer held".into(),
@@ -170,7 +170,7 @@ pub async fn watch(
             {
                 let line = format!(
                     "{} {} ({}): {}",
-                    label::timestamp(now),
+                    tags::timestamp(now),
                     w.set.instance_id,
                     w.set.group,
                     w.set.result.as_str()
@@ -191,7 +191,7 @@ pub async fn watch(
                 out,
                 "lifeboat watch — {} rescue(s) in flight, {}",
                 in_flight.len(),
-                label::timestamp(now)
+                tags::timestamp(now)
             );
             for w in &in_flight {
                 for line in w.lines(now, true) {
@@ -208,7 +208,7 @@ pub async fn watch(
                 let heading = format!("{} heading", w.set.instance_id);
                 if let std::collections::btree_map::Entry::Vacant(entry) = last_lines.entry(heading)
                 {
-                    let _ = writeln!(out, "{} {}", label::timestamp(now), lines[0]);
+                    let _ = writeln!(out, "{} {}", tags::timestamp(now), lines[0]);
                     entry.insert(lines[0].clone());
                 }
                 // Then only what changed: a device line when its snapshot moved.
@@ -219,7 +219,7 @@ pub async fn watch(
                         let _ = writeln!(
                             out,
                             "{} {} {}",
-                            label::timestamp(now),
+                            tags::timestamp(now),
                             w.set.instance_id,
                             line.trim()
                         );

@@ -1,6 +1,6 @@
 //! The decision: given the facts of one rescue at one moment, what lifeboat does next. This is
-//! the only place that chooses between CONTINUE (release), ABANDON (fail safe), another attempt
-//! and waiting; it does no I/O and is tested as a table.
+//! the only place that chooses between CONTINUE (release), ABANDON (fail safe), taking the
+//! snapshot set, another attempt and waiting; it does no I/O and is tested as a table.
 
 use std::time::Duration;
 
@@ -65,8 +65,12 @@ pub struct Facts {
     pub max_attempts: u32,
     /// The instance is shutting down, terminated or unknown to EC2.
     pub instance_gone: bool,
-    /// Snapshotting is blocked for now (EC2's snapshot limits): wait instead of retrying.
-    pub retry_blocked: bool,
+    /// EC2 refused to snapshot for a reason waiting fixes (throttling, a volume with too many
+    /// snapshots in flight): wait, within the hold, instead of trying again at once.
+    pub blocked: bool,
+    /// EC2 refused to snapshot for a reason no wait fixes (a quota, a denial, a bad
+    /// parameter): its words.
+    pub refused: Option<String>,
     /// Fail safe from this moment: the hook's global timeout minus the margin.
     pub fail_safe_at: Option<DateTime<Utc>>,
     pub hold: Hold,
@@ -89,6 +93,21 @@ pub enum FailSafeReason {
     OutOfTime { fail_safe_at: DateTime<Utc> },
     /// The hook's heartbeat timeout is too short to hold the instance until the next sweep.
     CannotHold { heartbeat_timeout: Duration },
+    /// EC2 refused the snapshots for a reason no wait fixes; its words.
+    Refused(String),
+}
+
+impl FailSafeReason {
+    /// A short name for the metric's `Reason` dimension.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::InstanceGone => "InstanceGone",
+            Self::AttemptsExhausted(_) => "AttemptsExhausted",
+            Self::OutOfTime { .. } => "OutOfTime",
+            Self::CannotHold { .. } => "CannotHold",
+            Self::Refused(_) => "SnapshotRefused",
+        }
+    }
 }
 
 impl std::fmt::Display for FailSafeReason {
@@ -113,6 +132,7 @@ impl std::fmt::Display for FailSafeReason {
                 "the hook's heartbeat timeout ({} s) cannot hold the instance until the next sweep",
                 heartbeat_timeout.as_secs()
             ),
+            Self::Refused(why) => write!(f, "EC2 refused the snapshots: {why}"),
         }
     }
 }
@@ -131,7 +151,10 @@ pub struct Wait {
 pub enum Decision {
     /// Every volume has a completed snapshot: complete the action with CONTINUE.
     Release,
-    /// Snapshot these volumes again.
+    /// No volume has a snapshot running or done: take the crash-consistent set of all of them
+    /// (`CreateSnapshots`), the first time and after a whole set failed.
+    TakeSet,
+    /// Snapshot these volumes again, one by one.
     Retry(Vec<VolumeId>),
     /// Keep every volume without a completed snapshot, then complete the action with ABANDON.
     FailSafe(FailSafeReason),
@@ -150,6 +173,9 @@ pub fn decide(facts: &Facts) -> Decision {
     }
     if facts.instance_gone {
         return Decision::FailSafe(FailSafeReason::InstanceGone);
+    }
+    if let Some(why) = &facts.refused {
+        return Decision::FailSafe(FailSafeReason::Refused(why.clone()));
     }
     let exhausted: Vec<VolumeId> = facts
         .volumes
@@ -171,7 +197,10 @@ pub fn decide(facts: &Facts) -> Decision {
         .filter(|v| v.needs_attempt())
         .map(|v| v.volume_id.clone())
         .collect();
-    if !retry.is_empty() && !facts.retry_blocked {
+    if !retry.is_empty() && !facts.blocked {
+        if retry.len() == facts.volumes.len() {
+            return Decision::TakeSet;
+        }
         return Decision::Retry(retry);
     }
     wait(facts)
@@ -242,7 +271,8 @@ mod tests {
                 .collect(),
             max_attempts: 3,
             instance_gone: false,
-            retry_blocked: false,
+            blocked: false,
+            refused: None,
             fail_safe_at: Some(t(100_000)),
             hold: Hold {
                 renewed_at: Some(t(900)),
@@ -295,7 +325,11 @@ mod tests {
             f
         };
         let blocked = |mut f: Facts| {
-            f.retry_blocked = true;
+            f.blocked = true;
+            f
+        };
+        let refused = |mut f: Facts| {
+            f.refused = Some("SnapshotLimitExceeded: quota reached".into());
             f
         };
         let one_attempt = |mut f: Facts| {
@@ -373,9 +407,43 @@ mod tests {
                 Decision::Retry(vec![vol(2)]),
             ),
             (
-                "two failed, one left",
+                "the whole set failed: a new set",
                 facts(&[&[E, E], &[E]]),
-                Decision::Retry(vec![vol(1), vol(2)]),
+                Decision::TakeSet,
+            ),
+            (
+                "no snapshot yet: the set",
+                facts(&[&[], &[]]),
+                Decision::TakeSet,
+            ),
+            (
+                "no set yet, EC2 busy: wait within the hold",
+                blocked(facts(&[&[], &[]])),
+                pause(false),
+            ),
+            (
+                "no set yet, stale hold: renew it while waiting",
+                blocked(stale_hold(facts(&[&[], &[]]))),
+                pause(true),
+            ),
+            (
+                "refused for a reason no wait fixes",
+                refused(facts(&[&[], &[]])),
+                Decision::FailSafe(FailSafeReason::Refused(
+                    "SnapshotLimitExceeded: quota reached".into(),
+                )),
+            ),
+            (
+                "refused a retry while another volume runs",
+                refused(facts(&[&[P], &[E]])),
+                Decision::FailSafe(FailSafeReason::Refused(
+                    "SnapshotLimitExceeded: quota reached".into(),
+                )),
+            ),
+            (
+                "refused, but every volume is saved already",
+                refused(facts(&[&[C], &[E, C]])),
+                Decision::Release,
             ),
             (
                 "a volume never snapshotted",
@@ -404,7 +472,7 @@ mod tests {
             ),
             (
                 "a retry blocked by EC2's snapshot limit waits",
-                blocked(facts(&[&[E]])),
+                blocked(facts(&[&[C], &[E]])),
                 pause(false),
             ),
             (
@@ -420,7 +488,7 @@ mod tests {
                 }),
             ),
             (
-                "out of time beats a retry",
+                "out of time beats a new set",
                 late(facts(&[&[E]])),
                 Decision::FailSafe(FailSafeReason::OutOfTime {
                     fail_safe_at: t(999),

@@ -1,12 +1,14 @@
 //! The plan of a rescue: which attached volumes to snapshot and which the settings exclude
 //! (the boot volume, a volume with the skip tag), and how the one `CreateSnapshots` request is
-//! tagged within AWS's 50-tags-per-resource limit.
+//! tagged within AWS's 50-tags-per-resource limit — the first set, or one taken again.
+
+use std::collections::BTreeSet;
 
 use crate::aws::{InstanceFacts, SnapshotSetRequest, Tags, VolumeFacts};
 use crate::config::RescueSettings;
 use crate::ids::VolumeId;
 
-use super::label::{MAX_TAGS_PER_RESOURCE, VOLUME_PREFIX};
+use crate::tags::{MAX_TAGS_PER_RESOURCE, VOLUME_PREFIX};
 
 /// Why a volume is not snapshotted. An excluded volume is kept instead: lifeboat sets its
 /// `DeleteOnTermination` to false, so no volume dies without a copy.
@@ -14,14 +16,24 @@ use super::label::{MAX_TAGS_PER_RESOURCE, VOLUME_PREFIX};
 pub enum Exclusion {
     BootVolume,
     SkipTag(String),
+    /// Not one of the rescue's volumes (a set taken again covers what the first one covered).
+    OutsideTheRescue,
+}
+
+impl Exclusion {
+    /// Why, in a few words (`boot volume`, `tag lifeboat:skip`).
+    pub fn why(&self) -> String {
+        match self {
+            Self::BootVolume => "boot volume".into(),
+            Self::SkipTag(tag) => format!("tag {tag}"),
+            Self::OutsideTheRescue => "not one of the rescue's volumes".into(),
+        }
+    }
 }
 
 impl std::fmt::Display for Exclusion {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::BootVolume => f.write_str("excluded: boot volume"),
-            Self::SkipTag(tag) => write!(f, "excluded: tag {tag}"),
-        }
+        write!(f, "excluded: {}", self.why())
     }
 }
 
@@ -62,6 +74,31 @@ pub fn plan(instance: &InstanceFacts, volumes: &[VolumeFacts], settings: &Rescue
 }
 
 impl Plan {
+    /// The plan of a set taken again: the rescue's own volumes among those attached now, the
+    /// others left out.
+    pub fn covering(
+        instance: &InstanceFacts,
+        attached: &[VolumeFacts],
+        rescue_volumes: &BTreeSet<&VolumeId>,
+    ) -> Plan {
+        let boot_volume = attached
+            .iter()
+            .find(|v| Some(&v.device) == instance.root_device_name.as_ref())
+            .map(|v| v.id.clone());
+        let (snapshot, excluded): (Vec<VolumeFacts>, Vec<VolumeFacts>) = attached
+            .iter()
+            .cloned()
+            .partition(|v| rescue_volumes.contains(&v.id));
+        Plan {
+            snapshot,
+            excluded: excluded
+                .into_iter()
+                .map(|v| (v, Exclusion::OutsideTheRescue))
+                .collect(),
+            boot_volume,
+        }
+    }
+
     /// The `CreateSnapshots` request for this plan, tagged with `label_tags` (the rescue's
     /// label, descriptors of every volume included). Returns the request and, when the
     /// descriptors did not fit in AWS's tag limit, the descriptors left to tag one by one.
@@ -154,6 +191,7 @@ mod tests {
             state: InstanceState::Stopped,
             instance_type: "m5.large".into(),
             root_device_name: Some("/dev/xvda".into()),
+            tags: Tags::new(),
         }
     }
 
@@ -258,6 +296,27 @@ mod tests {
             plan(&instance(), &[], &settings(true)).request(&instance(), label, "d".into());
         assert_eq!(request.tags.len(), 9);
         assert_eq!(one_by_one.len(), 45);
+    }
+
+    #[test]
+    fn a_set_taken_again_covers_the_rescues_volumes_and_leaves_out_the_rest() {
+        let volumes = [
+            volume(1, "/dev/xvda", &[]),
+            volume(2, "/dev/sdf", &[]),
+            volume(3, "/dev/sdg", &[]),
+        ];
+        let wanted: BTreeSet<&VolumeId> = [&volumes[1].id].into_iter().collect();
+        let p = Plan::covering(&instance(), &volumes, &wanted);
+        let (request, _) = p.request(&instance(), Tags::new(), "d".into());
+        assert!(request.exclude_boot_volume);
+        assert_eq!(request.exclude_data_volumes, vec![volumes[2].id.clone()]);
+        let everything: BTreeSet<&VolumeId> = volumes.iter().map(|v| &v.id).collect();
+        let (request, _) = Plan::covering(&instance(), &volumes, &everything).request(
+            &instance(),
+            Tags::new(),
+            "d".into(),
+        );
+        assert!(!request.exclude_boot_volume && request.exclude_data_volumes.is_empty());
     }
 
     #[test]

@@ -6,9 +6,12 @@ use std::sync::{Arc, Mutex};
 
 use super::*;
 use crate::aws::fake::{FakeCloud, Fate};
-use crate::aws::{InstanceState, SnapshotStore, Tags};
+use crate::aws::{
+    ActionResult, AwsErrorKind, InstanceState, SnapshotRequest, SnapshotStore, Tagging, Tags,
+};
 use crate::clock::FakeClock;
-use crate::ids::{GroupName, HookName};
+use crate::ids::{GroupName, HookName, ResourceId};
+use crate::tags::{self, InstanceRecord, KeptReason, RescueState, SnapshotLabel};
 use crate::telemetry::MetricSink;
 
 const GROUP: &str = "api-db";
@@ -103,6 +106,12 @@ impl World {
             reports.push(self.rescuer().resume(rescue).await.unwrap());
         }
         reports
+    }
+
+    /// The scheduled sweep, as it runs in the function.
+    async fn sweep(&self) -> crate::report::Report {
+        let stop_at = self.clock.now() + chrono::Duration::seconds(600);
+        crate::sweep::sweep(&self.rescuer(), stop_at).await.unwrap()
     }
 
     /// The invariant, on the world itself.
@@ -243,14 +252,16 @@ async fn a_snapshot_in_error_is_taken_again_and_then_released() {
     );
     // WHEN the event arrives
     let report = w.deliver(&instance, 300).await.unwrap();
-    // THEN that volume was snapshotted again, alone, and the rescue released
+    // THEN the whole set failed with it (EC2 fails a multi-volume set together), and the set
+    // was taken again, crash-consistent, and the rescue released
     assert_eq!(report.outcome, Outcome::Released);
-    assert_eq!(w.snapshots_per_volume(&volumes), [1, 2]);
-    assert_eq!(w.cloud.count("CreateSnapshot"), 1);
+    assert_eq!(w.snapshots_per_volume(&volumes), [2, 2]);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 2);
+    assert_eq!(w.cloud.count("CreateSnapshot"), 0);
     let retried = w.cloud.snapshots_of(&volumes[1]);
     assert!(retried
         .iter()
-        .any(|s| s.tags.get(label::ATTEMPT).map(String::as_str) == Some("2")));
+        .any(|s| s.tags.get(tags::ATTEMPT).map(String::as_str) == Some("2")));
     w.assert_no_data_lost();
 }
 
@@ -264,9 +275,10 @@ async fn attempts_exhausted_fail_safe_keeps_the_volumes_and_abandons() {
     w.cloud.script(&volumes[2], &[Fate::fails_after(10); 5]);
     // WHEN the rescue runs
     let report = w.deliver(&instance, 600).await.unwrap();
-    // THEN after three attempts it fails safe: ABANDON, never CONTINUE
+    // THEN after three sets (each failing whole with that volume) it fails safe: ABANDON,
+    // never CONTINUE
     assert_eq!(report.outcome, Outcome::FailedSafe);
-    assert_eq!(w.snapshots_per_volume(&volumes)[2], 3);
+    assert_eq!(w.snapshots_per_volume(&volumes), [3, 3, 3]);
     assert_eq!(
         w.cloud.action(&instance).result,
         Some(ActionResult::Abandon)
@@ -277,8 +289,13 @@ async fn attempts_exhausted_fail_safe_keeps_the_volumes_and_abandons() {
         .volume(&volumes[2])
         .expect("the unsaved volume still exists");
     assert!(!kept.delete_on_termination);
-    assert_eq!(kept.tags.get(label::KEPT_BY), Some(&instance.to_string()));
-    assert_eq!(report.kept_volumes.len(), 1);
+    assert_eq!(kept.tags.get(tags::KEPT_BY), Some(&instance.to_string()));
+    assert!(kept.tags[tags::KEPT_REASON].starts_with("fail-safe: "));
+    assert_eq!(
+        report.kept_volumes.len(),
+        3,
+        "no volume has a completed snapshot"
+    );
     // AND the saved ones were deleted only after their snapshots completed
     w.assert_no_data_lost();
     assert!(w
@@ -411,7 +428,7 @@ async fn the_snapshot_limit_is_waited_out_not_counted_as_a_failure() {
     let w = world();
     let (instance, volumes) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
     w.cloud
-        .fail_next("CreateSnapshots", AwsErrorKind::SnapshotLimit, 2);
+        .fail_next("CreateSnapshots", AwsErrorKind::SnapshotBusy, 2);
     // WHEN the event arrives
     let report = w.deliver(&instance, 300).await.unwrap();
     // THEN lifeboat waited and tried again, and released
@@ -431,7 +448,7 @@ async fn a_failed_aws_call_changes_nothing_unsafe_and_the_next_delivery_finishes
         .fail_next("DescribeVolumes", AwsErrorKind::Unavailable, 1);
     // WHEN the event arrives, then is retried
     let err = w.deliver(&instance, 120).await.unwrap_err();
-    assert!(err.is_transient());
+    assert!(err.waiting_can_fix());
     assert!(err.to_string().contains("DescribeVolumes"));
     assert_eq!(w.cloud.count("CreateSnapshots"), 0);
     assert!(w.cloud.action(&instance).active);
@@ -470,7 +487,7 @@ async fn a_forged_snapshot_does_not_release_the_instance() {
         .find(|s| s.id != old.id)
         .unwrap();
     w.cloud
-        .tag_snapshots(std::slice::from_ref(&old.id), &genuine.tags)
+        .tag(&[ResourceId::Snapshot(old.id.clone())], &genuine.tags)
         .await
         .unwrap();
     w.clock.advance(Duration::from_secs(60));
@@ -522,4 +539,178 @@ async fn near_the_global_timeout_the_rescue_fails_safe() {
         assert!(!w.cloud.volume(v).unwrap().delete_on_termination);
     }
     w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn every_volume_is_kept_first_and_given_back_only_once_saved() {
+    // GIVEN an instance whose data volume is DeleteOnTermination (as AWS defaults the boot
+    // volume), and one whose owner turned it off
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(600));
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    let own = w.cloud.attach_new_volume(&instance, "/dev/sdg");
+    w.cloud.set_delete_on_termination_of(&own, false);
+    // WHEN the termination event arrives and the snapshots take ten minutes
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    // THEN before any snapshot completed, EC2 itself keeps every volume it would delete
+    for v in &volumes {
+        let kept = w.cloud.volume(v).unwrap();
+        assert!(!kept.delete_on_termination, "{v} kept first");
+        assert_eq!(
+            KeptReason::of(&kept.tags, &instance),
+            Some(KeptReason::First)
+        );
+    }
+    assert!(
+        !w.cloud
+            .volume(&own)
+            .unwrap()
+            .tags
+            .contains_key(tags::KEPT_BY),
+        "the owner's own setting is left alone"
+    );
+    // WHEN the snapshots complete and the rescue is released
+    w.clock.advance(Duration::from_secs(600));
+    assert_eq!(w.resume(&instance).await[0].outcome, Outcome::Released);
+    // THEN the kept-first volumes were given back their DeleteOnTermination and went with the
+    // instance, saved; the owner's volume outlives it, as it would have without lifeboat
+    assert!(volumes.iter().all(|v| w.cloud.volume(v).is_none()));
+    assert!(w.cloud.volume(&own).is_some());
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn create_snapshots_refused_for_hours_keeps_and_holds_then_releases() {
+    // GIVEN an st1 data volume whose scheduled snapshot (Data Lifecycle Manager) still runs for
+    // three hours: EC2 allows one pending snapshot of an st1 volume
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(60));
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud.set_volume_type(&volumes[1], "st1");
+    w.cloud.start_foreign_snapshot(&volumes[1], 3 * 3600);
+    // WHEN the termination event arrives
+    let first = w.deliver(&instance, 120).await.unwrap();
+    // THEN no set could be taken, but the volumes are kept, the hold renewed and the rescue's
+    // record written on the instance
+    assert_eq!(first.outcome, Outcome::Waiting);
+    assert_eq!(w.cloud.count("CreateSnapshot"), 0);
+    assert!(
+        w.cloud.count("CreateSnapshots") >= 2,
+        "tried again while waiting"
+    );
+    assert!(volumes
+        .iter()
+        .all(|v| !w.cloud.volume(v).unwrap().delete_on_termination));
+    let record = InstanceRecord::read(&w.cloud.instance_tags(&instance))
+        .unwrap()
+        .expect("the instance carries the rescue's record");
+    assert_eq!(record.state, RescueState::Pending);
+    // WHEN the sweep comes back every five minutes (it finds the instance waiting with no set)
+    let mut outcome = Outcome::Waiting;
+    let mut sweeps = 0;
+    while outcome == Outcome::Waiting {
+        w.clock.advance(Duration::from_secs(300));
+        sweeps += 1;
+        let report = w.sweep().await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        outcome = report.rescues[0].outcome;
+        assert!(w.cloud.action(&instance).active || outcome == Outcome::Released);
+    }
+    // THEN the hold never lapsed, the set was taken once the foreign snapshot finished, and the
+    // rescue released with every volume saved; its start is the one on the instance's record
+    assert_eq!(outcome, Outcome::Released);
+    assert!(sweeps >= 36, "three hours of sweeps ({sweeps})");
+    // The 900 s hook needs a heartbeat at least every 900 s: twelve in three hours.
+    assert!(
+        w.cloud.action(&instance).heartbeats >= 12,
+        "{:?}",
+        w.cloud.action(&instance)
+    );
+    assert_eq!(
+        w.cloud.action(&instance).result,
+        Some(ActionResult::Continue)
+    );
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_quota_error_fails_safe_at_once_with_the_reason_everywhere() {
+    // GIVEN the account's snapshot quota is reached: no amount of waiting fixes it
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud
+        .fail_next("CreateSnapshots", AwsErrorKind::QuotaExceeded, 1);
+    // WHEN the event arrives
+    let report = w.deliver(&instance, 600).await.unwrap();
+    // THEN lifeboat fails safe at once: one attempt, the volumes kept saying why, ABANDON
+    assert_eq!(report.outcome, Outcome::FailedSafe);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 1);
+    assert!(report.reason.unwrap().contains("quota"));
+    assert_eq!(
+        w.cloud.action(&instance).result,
+        Some(ActionResult::Abandon)
+    );
+    for v in &volumes {
+        let kept = w.cloud.volume(v).expect("kept");
+        assert!(!kept.delete_on_termination);
+        assert!(
+            kept.tags[tags::KEPT_REASON].contains("quota"),
+            "{:?}",
+            kept.tags
+        );
+    }
+    // AND the metric names the reason, and the instance (no snapshot exists) records it
+    assert!(w
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("RescuesFailedSafe") && l.contains("SnapshotRefused")));
+    let record = InstanceRecord::read(&w.cloud.instance_tags(&instance))
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state, RescueState::Failed);
+    // AND a later delivery (the sweep, another hook still holding it) finds it finished
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::AlreadyFinished
+    );
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn the_hook_ending_before_the_first_snapshot_completes_loses_nothing() {
+    // GIVEN a rescue whose snapshots run for an hour
+    let w = world();
+    w.cloud.set_default_fate(Fate::completes_after(3600));
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    assert_eq!(
+        w.deliver(&instance, 0).await.unwrap().outcome,
+        Outcome::Waiting
+    );
+    // WHEN the hook times out (or another hook ABANDONs, or the hook is deleted: AWS then
+    // CONTINUEs) and the instance is terminated without lifeboat
+    w.cloud.terminate_now(&instance);
+    // THEN every volume outlives the instance: EC2 kept them
+    assert!(volumes.iter().all(|v| w.cloud.volume(v).is_some()));
+    w.assert_no_data_lost();
+    // AND the next sweep records the rescue as ended, each volume saying why it is kept
+    w.clock.advance(Duration::from_secs(300));
+    assert_eq!(w.resume(&instance).await[0].outcome, Outcome::Ended);
+    for v in &volumes {
+        assert_eq!(
+            KeptReason::of(&w.cloud.volume(v).unwrap().tags, &instance),
+            Some(KeptReason::Ended)
+        );
+    }
 }

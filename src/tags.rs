@@ -1,15 +1,20 @@
-//! Lifeboat's tags: the only place a rescue's state lives. Every snapshot of a rescue carries
-//! who it is for (instance, group, hook, action token), where the rescue stands (pending,
-//! released, failed, ended), when it started, which set and attempt made it, and a descriptor
-//! of every volume of the rescue (device, type, IOPS, throughput) so the set can be restored
-//! once the instance is gone. Volumes lifeboat keeps carry the `kept-*` tags.
+//! Lifeboat's tag vocabulary: the only place a rescue's state lives, on the ground the domain,
+//! the adapters and the operator's commands all stand on.
+//!
+//! - Every snapshot of a rescue carries its label: who it is for (instance, group, hook, action
+//!   token), where the rescue stands (pending, released, failed, ended), when it started, which
+//!   set and attempt made it, and a descriptor of every volume of the rescue (device, type, IOPS,
+//!   throughput) so the set can be restored once the instance is gone.
+//! - Before EC2 has accepted a snapshot set (it may refuse for hours), the instance itself carries
+//!   the rescue's record: the same keys for group, hook, token, state and start times.
+//! - Volumes lifeboat keeps (`DeleteOnTermination=false`) carry the `kept-*` tags: by which
+//!   instance's rescue, why, and since when.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 
-use crate::aws::{Tags, VolumeFacts};
 use crate::ids::{ActionToken, GroupName, HookName, InstanceId, VolumeId};
 
 pub const INSTANCE_ID: &str = "lifeboat:instance-id";
@@ -26,8 +31,12 @@ pub const VOLUME_PREFIX: &str = "lifeboat:volume:";
 
 /// On a volume lifeboat kept (`DeleteOnTermination=false`): the instance it was kept from.
 pub const KEPT_BY: &str = "lifeboat:kept-by";
+/// Why it was kept: a [`KeptReason`].
 pub const KEPT_REASON: &str = "lifeboat:kept-reason";
 pub const KEPT_AT: &str = "lifeboat:kept-at";
+
+/// Tags as key → value.
+pub type Tags = BTreeMap<String, String>;
 
 /// The number of tags AWS allows on one resource.
 pub const MAX_TAGS_PER_RESOURCE: usize = 50;
@@ -89,15 +98,6 @@ pub struct VolumeDescriptor {
 }
 
 impl VolumeDescriptor {
-    pub fn of(volume: &VolumeFacts) -> Self {
-        Self {
-            device: volume.device.clone(),
-            volume_type: volume.volume_type.clone(),
-            iops: volume.iops,
-            throughput: volume.throughput,
-        }
-    }
-
     /// `device=/dev/sdf type=gp3 iops=3000 throughput=125`: readable in the console, no commas.
     pub fn encode(&self) -> String {
         let mut text = format!("device={} type={}", self.device, self.volume_type);
@@ -218,13 +218,115 @@ pub fn state_tags(state: RescueState) -> Tags {
     Tags::from([(STATE.to_owned(), state.as_str().to_owned())])
 }
 
+/// Why lifeboat kept a volume, as `lifeboat:kept-reason` says it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeptReason {
+    /// Keep first: the rescue keeps every volume until its snapshot completes, and gives the
+    /// volume back to its own `DeleteOnTermination=true` right before CONTINUE.
+    First,
+    /// The settings exclude the volume from the snapshots (boot volume, skip tag): kept instead.
+    Excluded(String),
+    /// The rescue failed safe before the volume had a completed snapshot.
+    FailSafe(String),
+    /// The lifecycle action ended without lifeboat before the volume had a completed snapshot.
+    Ended,
+}
+
+const KEPT_FIRST_TEXT: &str = "kept first: no completed snapshot of this rescue yet";
+const ENDED_TEXT: &str =
+    "ended: the lifecycle action ended before this volume had a completed snapshot";
+
+impl KeptReason {
+    pub fn text(&self) -> String {
+        let text = match self {
+            Self::First => KEPT_FIRST_TEXT.to_owned(),
+            Self::Excluded(why) => format!("excluded: {why}"),
+            Self::FailSafe(why) => format!("fail-safe: {why}"),
+            Self::Ended => ENDED_TEXT.to_owned(),
+        };
+        // A tag value holds at most 256 characters.
+        text.chars().take(256).collect()
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        if text == KEPT_FIRST_TEXT {
+            Some(Self::First)
+        } else if text == ENDED_TEXT {
+            Some(Self::Ended)
+        } else if let Some(why) = text.strip_prefix("excluded: ") {
+            Some(Self::Excluded(why.to_owned()))
+        } else {
+            text.strip_prefix("fail-safe: ")
+                .map(|why| Self::FailSafe(why.to_owned()))
+        }
+    }
+
+    /// What a volume's tags say: why `instance` kept it, if lifeboat kept it for that instance.
+    pub fn of(tags: &Tags, instance: &InstanceId) -> Option<Self> {
+        if tags.get(KEPT_BY).map(String::as_str) != Some(instance.as_str()) {
+            return None;
+        }
+        tags.get(KEPT_REASON).and_then(|r| Self::parse(r))
+    }
+}
+
 /// The tags on a volume lifeboat kept.
-pub fn kept_tags(instance_id: &InstanceId, reason: &str, at: DateTime<Utc>) -> Tags {
+pub fn kept_tags(instance_id: &InstanceId, reason: &KeptReason, at: DateTime<Utc>) -> Tags {
     Tags::from([
         (KEPT_BY.to_owned(), instance_id.to_string()),
-        (KEPT_REASON.to_owned(), reason.chars().take(256).collect()),
+        (KEPT_REASON.to_owned(), reason.text()),
         (KEPT_AT.to_owned(), timestamp(at)),
     ])
+}
+
+/// A rescue's record on its instance: where it stands and when it started, for the time before
+/// a snapshot set exists to carry its label (EC2 may refuse `CreateSnapshots` for hours). The
+/// same keys as a snapshot's label; one rescue per instance (an instance held by two of
+/// lifeboat's hooks keeps the record of the last one to write it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InstanceRecord {
+    pub group: GroupName,
+    pub hook: HookName,
+    pub token: Option<ActionToken>,
+    pub state: RescueState,
+    pub started_at: DateTime<Utc>,
+    pub action_started_at: Option<DateTime<Utc>>,
+}
+
+impl InstanceRecord {
+    /// `Ok(None)`: the instance carries no record. `Err`: a record that cannot be read.
+    pub fn read(tags: &Tags) -> Result<Option<Self>, LabelError> {
+        let Some(hook) = tags.get(HOOK) else {
+            return Ok(None);
+        };
+        let required =
+            |key: &'static str| tags.get(key).map(String::as_str).ok_or(LabelError { key });
+        Ok(Some(Self {
+            group: GroupName::parse(required(GROUP)?).map_err(|_| LabelError { key: GROUP })?,
+            hook: HookName::parse(hook).map_err(|_| LabelError { key: HOOK })?,
+            token: tags
+                .get(ACTION_TOKEN)
+                .and_then(|t| ActionToken::parse(t).ok()),
+            state: RescueState::parse(required(STATE)?).ok_or(LabelError { key: STATE })?,
+            started_at: parse_time(required(STARTED_AT)?).ok_or(LabelError { key: STARTED_AT })?,
+            action_started_at: tags.get(ACTION_STARTED_AT).and_then(|t| parse_time(t)),
+        }))
+    }
+
+    pub fn tags(&self) -> Tags {
+        let mut tags = Tags::new();
+        tags.insert(GROUP.into(), self.group.to_string());
+        tags.insert(HOOK.into(), self.hook.to_string());
+        if let Some(token) = &self.token {
+            tags.insert(ACTION_TOKEN.into(), token.to_string());
+        }
+        tags.insert(STATE.into(), self.state.as_str().into());
+        tags.insert(STARTED_AT.into(), timestamp(self.started_at));
+        if let Some(at) = self.action_started_at {
+            tags.insert(ACTION_STARTED_AT.into(), timestamp(at));
+        }
+        tags
+    }
 }
 
 /// A new set id: the time and a random suffix, unique enough to tell two sets of one rescue
@@ -290,6 +392,53 @@ mod tests {
         let mut tags = label().tags();
         tags.remove(HOOK);
         assert_eq!(SnapshotLabel::read(&tags).unwrap_err().key, HOOK);
+    }
+
+    #[test]
+    fn kept_reasons_round_trip_and_name_the_instance() {
+        let instance = InstanceId::parse("i-0123456789abcdef0").unwrap();
+        let other = InstanceId::parse("i-0fffffffffffffff0").unwrap();
+        for reason in [
+            KeptReason::First,
+            KeptReason::Excluded("boot volume".into()),
+            KeptReason::FailSafe("snapshots of vol-1 failed every attempt".into()),
+            KeptReason::Ended,
+        ] {
+            let tags = kept_tags(
+                &instance,
+                &reason,
+                parse_time("2026-11-25T10:00:00Z").unwrap(),
+            );
+            assert_eq!(KeptReason::of(&tags, &instance), Some(reason.clone()));
+            assert_eq!(
+                KeptReason::of(&tags, &other),
+                None,
+                "kept for another instance"
+            );
+        }
+        assert_eq!(KeptReason::parse("someone else's words"), None);
+        assert!(KeptReason::FailSafe("x".repeat(400)).text().chars().count() <= 256);
+    }
+
+    #[test]
+    fn an_instance_record_round_trips_and_a_bare_instance_has_none() {
+        let record = InstanceRecord {
+            group: GroupName::parse("api-db").unwrap(),
+            hook: HookName::parse("lifeboat").unwrap(),
+            token: None,
+            state: RescueState::Pending,
+            started_at: parse_time("2026-11-25T10:00:00Z").unwrap(),
+            action_started_at: parse_time("2026-11-25T09:59:58Z"),
+        };
+        assert_eq!(
+            InstanceRecord::read(&record.tags()).unwrap(),
+            Some(record.clone())
+        );
+        let bare = Tags::from([("Name".into(), "api".into())]);
+        assert_eq!(InstanceRecord::read(&bare).unwrap(), None);
+        let mut damaged = record.tags();
+        damaged.insert(STATE.into(), "perhaps".into());
+        assert_eq!(InstanceRecord::read(&damaged).unwrap_err().key, STATE);
     }
 
     #[test]

@@ -1,0 +1,252 @@
+//! How a rescue ends, and how it is recorded. Release: CONTINUE only after a fresh look at the
+//! attached volumes finds each saved (or excluded and kept), with the kept-first volumes given
+//! back their own setting. Fail safe: every unsaved volume kept, then ABANDON. Ended: the action
+//! was over without lifeboat; the unsaved volumes stay kept. The state is written where the
+//! rescue's record lives: its snapshots, or the instance while no snapshot exists.
+
+use std::time::Duration;
+
+use tracing::{error, info, warn};
+
+use super::decision::FailSafeReason;
+use super::record::{descriptor_of, Rescue};
+use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
+use crate::aws::{ActionResult, AwsErrorKind, Cloud, Tags, VolumeFacts};
+use crate::clock::Clock;
+use crate::ids::{InstanceId, ResourceId, VolumeId};
+use crate::report::{KeptVolume, Outcome, RescueReport};
+use crate::tags::{self, KeptReason, RescueState};
+
+/// Pauses before tagging a snapshot again when EC2 does not see it yet (its API is eventually
+/// consistent: a snapshot just created may refuse `CreateTags` for a while).
+const NOT_VISIBLE_YET_PAUSES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
+
+/// A volume the settings exclude from the snapshots, and that lifeboat kept instead: the only
+/// kind of volume that may go without a snapshot at CONTINUE.
+fn excluded_and_kept(volume: &VolumeFacts, instance: &InstanceId) -> bool {
+    !volume.delete_on_termination
+        && matches!(
+            KeptReason::of(&volume.tags, instance),
+            Some(KeptReason::Excluded(_))
+        )
+}
+
+impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
+    /// Release, after checking the invariant against the world: every EBS volume attached now
+    /// has a completed snapshot of this rescue, or is one the settings exclude and lifeboat
+    /// kept. `None` when a volume is not covered yet: it is kept first, joins the rescue and the
+    /// loop goes on.
+    pub(super) async fn release(
+        &self,
+        rescue: &mut Rescue,
+    ) -> Result<Option<RescueReport>, RescueError> {
+        let attached = self.attached_volumes(rescue, ATTACHMENTS_FRESH_FOR).await?;
+        let instance = rescue.action.instance_id.clone();
+        let uncovered: Vec<(VolumeFacts, KeptReason)> = attached
+            .iter()
+            .filter(|v| !rescue.saved(&v.id) && !excluded_and_kept(v, &instance))
+            .map(|v| (v.clone(), KeptReason::First))
+            .collect();
+        if !uncovered.is_empty() {
+            for (volume, _) in &uncovered {
+                warn!(volume_id = %volume.id, device = volume.device, "an attached volume has no snapshot in this rescue yet; keeping it and taking one before release");
+                rescue
+                    .volumes
+                    .insert(volume.id.clone(), descriptor_of(volume));
+            }
+            self.keep(rescue, &uncovered).await?;
+            return Ok(None);
+        }
+        self.give_back(rescue, &attached).await?;
+        match self
+            .cloud
+            .complete(&rescue.action, ActionResult::Continue)
+            .await
+        {
+            Ok(()) => {}
+            Err(err) if err.is(AwsErrorKind::NoActiveAction) => {
+                return self.ended(rescue).await.map(Some)
+            }
+            Err(err) => return Err(rescue.error(err)),
+        }
+        let seconds = (self.clock.now() - rescue.started_at).num_milliseconds() as f64 / 1000.0;
+        self.finish(rescue, RescueState::Released).await;
+        self.metrics.rescue_released(&rescue.action.group, seconds);
+        info!(
+            seconds_to_release = seconds,
+            "released with CONTINUE: every volume has a completed snapshot"
+        );
+        let mut report = rescue.report(Outcome::Released, None);
+        report.seconds_to_release = Some(seconds);
+        Ok(Some(report))
+    }
+
+    /// Fail safe: every attached volume without a completed snapshot is kept
+    /// (`DeleteOnTermination=false`, `lifeboat:kept-reason` saying why), and only then is the
+    /// action completed with ABANDON. If keeping fails, nothing is abandoned.
+    pub(super) async fn fail_safe(
+        &self,
+        rescue: &mut Rescue,
+        reason: FailSafeReason,
+    ) -> Result<RescueReport, RescueError> {
+        let attached = self.attached_volumes(rescue, Duration::ZERO).await?;
+        let why = reason.to_string();
+        let kept_reason = KeptReason::FailSafe(why.clone());
+        let unsaved: Vec<(VolumeFacts, KeptReason)> = attached
+            .iter()
+            .filter(|v| !rescue.saved(&v.id))
+            .map(|v| (v.clone(), kept_reason.clone()))
+            .collect();
+        self.keep(rescue, &unsaved).await?;
+        rescue
+            .kept
+            .retain(|k| !unsaved.iter().any(|(v, _)| v.id == k.volume_id));
+        rescue
+            .kept
+            .extend(unsaved.iter().map(|(volume, reason)| KeptVolume {
+                volume_id: volume.id.clone(),
+                device: volume.device.clone(),
+                reason: reason.text(),
+            }));
+        let action_was_over = match self
+            .cloud
+            .complete(&rescue.action, ActionResult::Abandon)
+            .await
+        {
+            Ok(()) => false,
+            Err(err) if err.is(AwsErrorKind::NoActiveAction) => true,
+            Err(err) => return Err(rescue.error(err)),
+        };
+        self.finish(rescue, RescueState::Failed).await;
+        self.metrics
+            .rescue_failed_safe(&rescue.action.group, reason.code());
+        let kept: Vec<String> = unsaved
+            .iter()
+            .map(|(v, _)| format!("{} ({})", v.id, v.device))
+            .collect();
+        error!(
+            reason = why,
+            reason_code = reason.code(),
+            kept_volumes = ?kept,
+            action_was_over,
+            "FAILED SAFE: completed with ABANDON; volumes without a completed snapshot were kept with DeleteOnTermination=false and tagged lifeboat:kept-by"
+        );
+        Ok(rescue.report(Outcome::FailedSafe, Some(why)))
+    }
+
+    /// The action is over without lifeboat: record it, and say loudly if data was at risk. The
+    /// volumes kept first stay kept; the unsaved ones say why.
+    pub(super) async fn ended(&self, rescue: &mut Rescue) -> Result<RescueReport, RescueError> {
+        // Another invocation of lifeboat (a duplicate delivery) may have completed the action
+        // a moment ago: its record stands.
+        self.refresh(rescue).await?;
+        if matches!(rescue.state, RescueState::Released | RescueState::Failed) {
+            info!(state = %rescue.state, "another invocation finished this rescue");
+            self.heal_record(rescue).await;
+            return Ok(rescue.report(Outcome::AlreadyFinished, None));
+        }
+        let unsaved: Vec<VolumeId> = rescue
+            .volumes
+            .keys()
+            .filter(|v| !rescue.saved(v))
+            .cloned()
+            .collect();
+        let reason =
+            "no active lifecycle action: it timed out or was completed by someone else".to_owned();
+        if unsaved.is_empty() {
+            // Every volume is saved and the action is over: the data is safe, whoever ended it
+            // (often this rescue itself, in an invocation stopped before it could record it).
+            warn!("the lifecycle action was already over; every volume has a completed snapshot");
+            self.finish(rescue, RescueState::Released).await;
+        } else {
+            error!(
+                unsaved_volumes = ?unsaved.iter().map(VolumeId::as_str).collect::<Vec<_>>(),
+                "the lifecycle action ended before every volume had a completed snapshot; they were kept first and running snapshots go on"
+            );
+            let resources: Vec<ResourceId> =
+                unsaved.iter().cloned().map(ResourceId::Volume).collect();
+            let kept = tags::kept_tags(
+                &rescue.action.instance_id,
+                &KeptReason::Ended,
+                self.clock.now(),
+            );
+            if let Err(err) = self.cloud.tag(&resources, &kept).await {
+                warn!(error = %err, "could not say on the kept volumes why they are kept");
+            }
+            self.finish(rescue, RescueState::Ended).await;
+            self.metrics.rescue_ended(&rescue.action.group);
+        }
+        Ok(rescue.report(Outcome::Ended, Some(reason)))
+    }
+
+    /// A finished rescue whose record is partly `pending` (a set created by a duplicate
+    /// invocation after the other one finished) gets its final state everywhere, so the sweep
+    /// does not come back to it.
+    pub(super) async fn heal_record(&self, rescue: &mut Rescue) {
+        let stragglers = rescue.snapshots.values().any(|s| {
+            s.tags.get(tags::STATE).map(String::as_str) == Some(RescueState::Pending.as_str())
+        });
+        if stragglers {
+            self.finish(rescue, rescue.state).await;
+        }
+    }
+
+    /// Before a snapshot set exists (EC2 refuses it for now), the instance carries the
+    /// rescue's record, so that the sweep and later invocations know when it began.
+    pub(super) async fn record_on_instance(&self, rescue: &mut Rescue) {
+        if !rescue.snapshots.is_empty() || rescue.recorded_on_instance || rescue.instance_gone {
+            return;
+        }
+        let resources = [ResourceId::Instance(rescue.action.instance_id.clone())];
+        match self.cloud.tag(&resources, &rescue.record().tags()).await {
+            Ok(()) => rescue.recorded_on_instance = true,
+            Err(err) => {
+                warn!(error = %err, "could not record the rescue on its instance; the sweep will find it waiting anyway")
+            }
+        }
+    }
+
+    /// Records a final state where the rescue's record lives: on every snapshot of the rescue,
+    /// or, while it has none, on the instance. The action is already completed: a failure here
+    /// is logged, not retried (the sweep's heartbeat will find the action over).
+    pub(super) async fn finish(&self, rescue: &mut Rescue, state: RescueState) {
+        rescue.state = state;
+        let (resources, tags): (Vec<ResourceId>, Tags) = if rescue.snapshots.is_empty() {
+            (
+                vec![ResourceId::Instance(rescue.action.instance_id.clone())],
+                rescue.record().tags(),
+            )
+        } else {
+            (
+                rescue
+                    .snapshots
+                    .keys()
+                    .cloned()
+                    .map(ResourceId::Snapshot)
+                    .collect(),
+                tags::state_tags(state),
+            )
+        };
+        let mut pauses = NOT_VISIBLE_YET_PAUSES.iter();
+        loop {
+            match self.cloud.tag(&resources, &tags).await {
+                Ok(()) => return,
+                Err(err) if err.is(AwsErrorKind::NotFound) => match pauses.next() {
+                    Some(pause) => self.clock.sleep(*pause).await,
+                    None => {
+                        warn!(error = %err, state = %state, "could not record the rescue's state: EC2 does not see its snapshots yet");
+                        return;
+                    }
+                },
+                Err(err) => {
+                    warn!(error = %err, state = %state, "could not record the rescue's state");
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,140 @@
+//! Taking the snapshots: the crash-consistent set of the rescue's volumes (`CreateSnapshots`),
+//! the first time and again when a whole set failed, and single volumes again when one of
+//! theirs failed (`CreateSnapshot`). EC2's refusals are sorted by what waiting can fix: a
+//! throttled call or a busy volume (another tool's snapshot still pending) is waited out within
+//! the hold; a quota, a denial or a bad parameter fails safe at once.
+
+use std::collections::BTreeSet;
+
+use tracing::{error, warn};
+
+use super::plan::Plan;
+use super::record::Rescue;
+use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
+use crate::aws::{AwsError, AwsErrorKind, Cloud, SnapshotRequest};
+use crate::clock::Clock;
+use crate::ids::{ResourceId, VolumeId};
+use crate::tags;
+
+/// How an attempt to snapshot went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Attempt {
+    /// Snapshots were started (or the instance turned out to be gone): decide again.
+    Made,
+    /// EC2 refused for a reason waiting fixes: wait, within the hold, and try again.
+    Blocked,
+    /// EC2 refused for a reason no wait fixes: fail safe. Its words.
+    Refused(String),
+}
+
+impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
+    /// One `CreateSnapshots` for every volume of the rescue attached now (the others left out).
+    pub(super) async fn take_set(&self, rescue: &mut Rescue) -> Result<Attempt, RescueError> {
+        let instance = match rescue.instance.clone() {
+            Some(instance) => instance,
+            None => match self
+                .cloud
+                .describe_instance(&rescue.action.instance_id)
+                .await
+                .map_err(|err| rescue.error(err))?
+            {
+                Some(instance) if !instance.state.is_gone() => {
+                    rescue.instance = Some(instance.clone());
+                    instance
+                }
+                _ => {
+                    rescue.instance_gone = true;
+                    return Ok(Attempt::Made);
+                }
+            },
+        };
+        let attached = self.attached_volumes(rescue, ATTACHMENTS_FRESH_FOR).await?;
+        let wanted: BTreeSet<&VolumeId> = rescue.volumes.keys().collect();
+        let plan = Plan::covering(&instance, &attached, &wanted);
+        let attempt = rescue
+            .volumes
+            .keys()
+            .map(|v| rescue.attempts(v).len() as u32)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let label = rescue.label(
+            tags::new_set_id(self.clock.now()),
+            attempt,
+            rescue.volumes.clone(),
+        );
+        let (request, one_by_one) = plan.request(&instance, label.tags(), rescue.description());
+        let created = match self.cloud.create_snapshot_set(&request).await {
+            Ok(created) => created,
+            Err(err) => return Ok(self.refusal(rescue, err)),
+        };
+        if attempt > 1 {
+            warn!(attempt, "the whole set failed; taking it again");
+        }
+        let now = self.clock.now();
+        for mut snapshot in created {
+            snapshot.start_time.get_or_insert(now);
+            rescue.absorb(snapshot, &label);
+        }
+        for (volume_id, tags) in one_by_one {
+            let ids: Vec<ResourceId> = rescue
+                .snapshots
+                .values()
+                .filter(|s| s.volume_id.as_ref() == Some(&volume_id))
+                .map(|s| ResourceId::Snapshot(s.id.clone()))
+                .collect();
+            if let Err(err) = self.cloud.tag(&ids, &tags).await {
+                warn!(error = %err, volume_id = %volume_id, "could not tag a snapshot with its volume's descriptor");
+            }
+        }
+        Ok(Attempt::Made)
+    }
+
+    /// Snapshots these volumes again, one `CreateSnapshot` each.
+    pub(super) async fn retry(
+        &self,
+        rescue: &mut Rescue,
+        volumes: &[VolumeId],
+    ) -> Result<Attempt, RescueError> {
+        for volume_id in volumes {
+            let attempt = rescue.attempts(volume_id).len() as u32 + 1;
+            let descriptor = rescue.volumes.get(volume_id).cloned();
+            let label = rescue.label(
+                tags::new_set_id(self.clock.now()),
+                attempt,
+                descriptor
+                    .into_iter()
+                    .map(|d| (volume_id.clone(), d))
+                    .collect(),
+            );
+            let request = SnapshotRequest {
+                volume_id: volume_id.clone(),
+                description: rescue.description(),
+                tags: label.tags(),
+            };
+            match self.cloud.create_snapshot(&request).await {
+                Ok(mut snapshot) => {
+                    warn!(volume_id = %volume_id, attempt, snapshot_id = %snapshot.id, "snapshotting the volume again");
+                    snapshot.start_time.get_or_insert(self.clock.now());
+                    rescue.absorb(snapshot, &label);
+                }
+                Err(err) => return Ok(self.refusal(rescue, err)),
+            }
+        }
+        Ok(Attempt::Made)
+    }
+
+    /// What a refused snapshot call means for the rescue.
+    fn refusal(&self, rescue: &mut Rescue, err: AwsError) -> Attempt {
+        if err.is(AwsErrorKind::InstanceNotFound) {
+            rescue.instance_gone = true;
+            return Attempt::Made;
+        }
+        if err.waiting_can_fix() {
+            warn!(error = %err, "EC2 refused the snapshots for now; waiting it out within the hold");
+            return Attempt::Blocked;
+        }
+        error!(error = %err, "EC2 refused the snapshots for a reason no wait fixes");
+        Attempt::Refused(err.to_string())
+    }
+}
