@@ -9,8 +9,14 @@ that tests and the demo use (JSON in, JSON out):
                                            ["error", "completed"], "pending_seconds": 5}}}
                                            fates: completed | error | never
   POST /_localaws/faults                  {"seed": 7, "rules": [{"service": "ec2"|"autoscaling"|"*",
-                                           "operation": "CreateSnapshots"|"*", "kind": "throttle"|"5xx",
+                                           "operation": "CreateSnapshots"|"*", "kind": "throttle"|"5xx"|"lost",
                                            "count": 3} | {... "ratio": 0.2}]}
+                                           lost: the call is applied, then its response lost (a 500)
+  POST /_localaws/edges                   {"off": ["snapshot-rate", ...], "snapshot_quota": 10,
+                                           "visibility_lag_seconds": 2, "lost_response_ratio": 0.01}:
+                                           AWS's hard edges (all on by default; see state.Edges)
+  POST /_localaws/foreign-snapshot        {"volume": "vol-…", "seconds": 10800}: a Data Lifecycle
+                                           Manager snapshot of the volume starts -> {"snapshot": id}
   POST /_localaws/retain-on-abandon       {"group": "api-db"}: the group's instance lifecycle
                                            policy says TerminateHookAbandon=retain
   POST /_localaws/health-check            one pass of the EC2 health check: stopped instances
@@ -19,7 +25,7 @@ that tests and the demo use (JSON in, JSON out):
   GET  /_localaws/outbox                  the queued EventBridge events (kept)
   POST /_localaws/outbox/take             the queued events, removed: deliver them or drop them
   GET  /_localaws/ledger                  {"entries": [...], "calls": {"ec2:CreateSnapshots": n},
-                                           "faults": {...}, "actions": [...]}
+                                           "faults": {...}, "lost": {...}, "actions": [...]}
 """
 
 import io
@@ -27,6 +33,7 @@ import json
 import urllib.parse
 import uuid
 
+from . import edges
 from . import patches
 from . import state as st
 
@@ -87,7 +94,31 @@ def _injected_fault(service, operation):
                 return rule.kind
         elif rule.ratio is not None and s.rng.random() < rule.ratio:
             return rule.kind
+    # A request can succeed and its response still be lost (a 5xx, a dropped connection): the
+    # EC2 API reference's "Idempotency" page is written for exactly that. AWS publishes no rate;
+    # on by default, seeded, for the calls that change something.
+    key = f"{service}:{operation}"
+    if key in st.MUTATING and s.edges.on("lost-responses") and s.lost_rng.random() < s.edges.lost_response_ratio:
+        return "lost"
     return None
+
+
+def _lost_response(app, environ, start_response, service, key):
+    """Applies the call, then answers a 500 instead of its response; a call that failed on its
+    own changed nothing, and gets its own answer."""
+    answer = {}
+
+    def keep(status, headers, exc_info=None):
+        answer["status"], answer["headers"] = status, headers
+        return lambda _data: None
+
+    body = b"".join(app(environ, keep))
+    if not answer.get("status", "").startswith("2"):
+        start_response(answer["status"], answer["headers"])
+        return [body]
+    s = st.state()
+    s.lost[key] = s.lost.get(key, 0) + 1
+    return _fault_response(service, "5xx", start_response)
 
 
 def _json(start_response, value, status="200 OK"):
@@ -122,6 +153,8 @@ class LocalAws:
             s = st.state()
             s.calls[key] = s.calls.get(key, 0) + 1
             kind = _injected_fault(service, operation)
+            if kind == "lost":
+                return _lost_response(self.moto_app, environ, start_response, service, key)
             if kind is not None:
                 s.faults_injected[key] = s.faults_injected.get(key, 0) + 1
                 return _fault_response(service, kind, start_response)
@@ -165,9 +198,21 @@ class LocalAws:
                 for r in args.get("rules", [])
             ]
             for rule in s.faults:
-                if rule.kind not in ("throttle", "5xx"):
-                    raise ValueError("kind is throttle or 5xx")
+                if rule.kind not in ("throttle", "5xx", "lost"):
+                    raise ValueError("kind is throttle, 5xx or lost")
             return _json(start_response, {"ok": True})
+        if path == "/_localaws/edges" and method == "POST":
+            off = set(args.get("off", []))
+            unknown = off - st.EDGE_NAMES
+            if unknown:
+                raise ValueError(f"no such edge: {sorted(unknown)}; edges are {sorted(st.EDGE_NAMES)}")
+            s.edges.off = off
+            for name in ("snapshot_quota", "visibility_lag_seconds", "lost_response_ratio"):
+                if name in args:
+                    setattr(s.edges, name, type(getattr(s.edges, name))(args[name]))
+            return _json(start_response, {"ok": True, "edges": vars(s.edges) | {"off": sorted(s.edges.off)}})
+        if path == "/_localaws/foreign-snapshot" and method == "POST":
+            return _json(start_response, {"snapshot": edges.foreign_snapshot(args["volume"], float(args["seconds"]))})
         if path == "/_localaws/retain-on-abandon" and method == "POST":
             s.retain_on_abandon.add(args["group"])
             return _json(start_response, {"ok": True})
@@ -189,6 +234,7 @@ class LocalAws:
                     "entries": s.ledger,
                     "calls": s.calls,
                     "faults": s.faults_injected,
+                    "lost": s.lost,
                     "actions": [vars(a) for a in s.actions.values()],
                 },
             )

@@ -4,7 +4,16 @@ semantics:
 Auto Scaling
 - a group with a termination hook puts the instance it terminates (scale-in,
   TerminateInstanceInAutoScalingGroup, an unhealthy or stopped instance being replaced) into
-  Terminating:Wait, one lifecycle action per hook, and emits the EventBridge event;
+  Terminating:Wait, one lifecycle action per hook, and emits the EventBridge event; a retained
+  instance can be terminated again the same way;
+- several termination hooks: CONTINUE lets the others complete, ABANDON (or a timeout whose
+  default result is ABANDON) ends every other action of the instance ("Amazon EC2 Auto Scaling
+  lifecycle hooks", Considerations); DeleteLifecycleHook completes its actions in flight with
+  CONTINUE ("DeleteLifecycleHook", Amazon EC2 Auto Scaling API Reference);
+- warm pools: PutWarmPool launches the pool's instances (Warmed:Stopped or Warmed:Running),
+  DescribeWarmPool lists them, and one terminated through the group waits in
+  Warmed:Terminating:Wait, its event saying Origin WarmPool ("Using lifecycle hooks with a warm
+  pool", Amazon EC2 Auto Scaling User Guide);
 - CompleteLifecycleAction and RecordLifecycleActionHeartbeat, by token or instance id;
   "No active Lifecycle Action found" for unknown or finished actions;
 - CONTINUE and ABANDON both terminate (DeleteOnTermination volumes are deleted), except that
@@ -14,15 +23,20 @@ Auto Scaling
 - PutLifecycleHook keeps NotificationMetadata and checks HeartbeatTimeout (30-7200 s);
 - Create/UpdateAutoScalingGroup keep InstanceLifecyclePolicy (TerminateHookAbandon).
 
-EC2
+EC2 (the limits, the visibility lag and the one clock are in `edges`)
 - snapshots stay pending for a configured time and end completed, in error, or never, and keep
-  their volume's KMS key;
+  their volume's KMS key; the snapshots of one CreateSnapshots set stay pending (progress below
+  100 %) until all are done, and all end in error when one fails ("Create Amazon EBS
+  snapshots", Amazon EBS User Guide);
 - CreateSnapshots honours ExcludeDataVolumeIds and CopyTagsFromSource=volume;
-- EBS completion events (multi-volume and single) are emitted when snapshots end;
+- EBS completion events (multi-volume and single) are emitted when snapshots end, in the bodies
+  "Amazon EventBridge events for Amazon EBS" shows (a multi-volume event names its snapshots'
+  ARNs in `resources`; AWS's cause texts);
 - a block device mapping that names a device the AMI already maps replaces it (moto would
   leave the AMI's volume attached but unmapped);
-- every volume deletion is written to the ledger with whether a completed snapshot of it
-  existed at that moment;
+- every volume deletion is written to the ledger with whether a completed snapshot of it,
+  started after its instance's termination began, existed at that moment (the strict oracle: an
+  old snapshot does not save today's data);
 - a resource's tags are read from moto's own index instead of a scan of every tag (speed only).
 """
 
@@ -39,6 +53,7 @@ from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.instances import InstanceResponse
 
+from . import edges
 from . import state as st
 
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
@@ -56,15 +71,29 @@ def _termination_hooks(backend, group_name):
     ]
 
 
+def _warm(group):
+    return st.state().warm.setdefault(group.name, [])
+
+
 def _find_state(group, instance_id):
-    return next((s for s in group.instance_states if s.instance.id == instance_id), None)
+    return next(
+        (s for s in list(group.instance_states) + _warm(group) if s.instance.id == instance_id),
+        None,
+    )
+
+
+def _in_warm_pool(group, instance_state):
+    return any(w is instance_state for w in _warm(group))
 
 
 def _enter_wait(backend, group, instance_state, cause):
     """Holds the instance for every termination hook of its group: one action and one
-    EventBridge event per hook."""
-    instance_state.lifecycle_state = "Terminating:Wait"
+    EventBridge event per hook. A warm pool's instance waits in Warmed:Terminating:Wait."""
+    warm = _in_warm_pool(group, instance_state)
+    instance_state.lifecycle_state = "Warmed:Terminating:Wait" if warm else "Terminating:Wait"
     t = st.now()
+    for _, mapping in instance_state.instance.get_block_device_mapping:
+        st.state().termination_began[mapping.volume_id] = t
     for hook in _termination_hooks(backend, group.name):
         token = str(uuid.uuid4())
         st.state().actions[token] = st.Action(
@@ -81,7 +110,7 @@ def _enter_wait(backend, group, instance_state, cause):
         )
         st.record("action-started", group=group.name, hook=hook.name, instance=instance_state.instance.id, token=token, cause=cause)
         detail = {
-            "Origin": "AutoScalingGroup",
+            "Origin": "WarmPool" if warm else "AutoScalingGroup",
             "Destination": "EC2",
             "LifecycleActionToken": token,
             "AutoScalingGroupName": group.name,
@@ -117,15 +146,24 @@ def terminate_instance(self, instance_id, should_decrement):
         instance_state = _find_state(group, instance_id)
         if instance_state is None:
             continue
-        if instance_state.lifecycle_state.startswith("Terminating"):
+        retained = instance_state.lifecycle_state.endswith("Terminating:Retained")
+        if "Terminating" in instance_state.lifecycle_state and not retained:
             raise ValidationError(f"The instance {instance_id} is already terminating.")
         if not _termination_hooks(self, group.name):
+            if retained or _in_warm_pool(group, instance_state):
+                _terminate(self, group, instance_state)
+                return asg_models.TerminateInstanceActivity(instance_state.instance, group.desired_capacity)
             break
         original_size = group.desired_capacity
-        if should_decrement:
+        # A retained instance is terminated again through the hooks, with new actions (Instance
+        # lifecycle policies: "terminate retained instances with
+        # TerminateInstanceInAutoScalingGroup"); a warm pool's instance is not part of the
+        # group's capacity.
+        if should_decrement and not retained and not _in_warm_pool(group, instance_state):
             group.desired_capacity -= 1
         _enter_wait(self, group, instance_state, "TerminateInstanceInAutoScalingGroup")
-        group.set_desired_capacity(group.desired_capacity)
+        if not retained:
+            group.set_desired_capacity(group.desired_capacity)
         return asg_models.TerminateInstanceActivity(instance_state.instance, original_size)
     return _original_terminate_instance(self, instance_id, should_decrement)
 
@@ -219,42 +257,68 @@ def _attached_volumes(ec2_backend, instance_id):
             "device": device,
             "delete_on_termination": bool(mapping.delete_on_termination),
             "had_completed_snapshot": _volume_saved(ec2_backend, mapping.volume_id),
+            "kept_reason": (ec2_backend.tags.get(mapping.volume_id) or {}).get("lifeboat:kept-reason", ""),
         }
         for device, mapping in instance.get_block_device_mapping
     ]
 
 
-def _finish(action, result, by):
-    """Completes one action; when the instance's last action is done, CONTINUE or ABANDON
-    both terminate it, unless ABANDON meets a retain policy."""
-    action.result = result
-    action.completed_by = by
-    backend = asg_models.autoscaling_backends[st.ACCOUNT][action.region]
+def _record_completion(action, backend):
     st.record(
         "action-completed",
         group=action.group,
         hook=action.hook,
         instance=action.instance_id,
         token=action.token,
-        result=result,
-        by=by,
+        result=action.result,
+        by=action.completed_by,
         volumes=_attached_volumes(backend.ec2_backend, action.instance_id),
     )
-    siblings = [a for a in st.state().actions.values() if a.instance_id == action.instance_id]
+
+
+def _finish(action, result, by):
+    """Completes one action. CONTINUE lets the instance's other hooks complete; ABANDON ends
+    them all ("Amazon EC2 Auto Scaling lifecycle hooks", Considerations: "If the instance is
+    terminating, both abandon and continue allow the instance to terminate. However, abandon stops
+    any remaining actions, such as other lifecycle hooks, and continue allows any other lifecycle
+    hooks to complete"). When the last action is done, the instance is terminated, unless an
+    ABANDON meets a retain policy."""
+    s = st.state()
+    action.result = result
+    action.completed_by = by
+    backend = asg_models.autoscaling_backends[st.ACCOUNT][action.region]
+    _record_completion(action, backend)
+    siblings = [a for a in s.actions.values() if a.instance_id == action.instance_id and a.started == action.started]
+    if result == "ABANDON" and s.edges.on("abandon-ends-every-hook"):
+        for other in siblings:
+            if other.result is None:
+                other.result = "ABANDON"
+                other.completed_by = f"ended by the ABANDON of hook {action.hook}"
+                _record_completion(other, backend)
     if any(a.result is None for a in siblings):
         return
     abandoned = any(a.result == "ABANDON" for a in siblings)
     group = backend.autoscaling_groups.get(action.group)
     instance_state = _find_state(group, action.instance_id) if group else None
-    if abandoned and action.group in st.state().retain_on_abandon:
+    if abandoned and action.group in s.retain_on_abandon:
         if instance_state is not None:
-            instance_state.lifecycle_state = "Terminating:Retained"
+            warm = _in_warm_pool(group, instance_state)
+            instance_state.lifecycle_state = "Warmed:Terminating:Retained" if warm else "Terminating:Retained"
         st.record("instance-retained", group=action.group, instance=action.instance_id)
         return
     if group is not None and instance_state is not None:
-        group.instance_states = [s for s in group.instance_states if s is not instance_state]
-    backend.ec2_backend.terminate_instances([action.instance_id])
+        _terminate(backend, group, instance_state)
+    else:
+        backend.ec2_backend.terminate_instances([action.instance_id])
     st.record("instance-terminated", group=action.group, instance=action.instance_id, result="ABANDON" if abandoned else "CONTINUE")
+
+
+def _terminate(backend, group, instance_state):
+    """The instance leaves its group (or warm pool) and EC2 terminates it."""
+    group.instance_states = [s for s in group.instance_states if s is not instance_state]
+    warm = _warm(group)
+    warm[:] = [s for s in warm if s is not instance_state]
+    backend.ec2_backend.terminate_instances([instance_state.instance.id])
 
 
 def tick_lifecycle() -> None:
@@ -313,6 +377,51 @@ def put_lifecycle_hook(self):
     return result
 
 
+_original_delete_lifecycle_hook = asg_models.AutoScalingBackend.delete_lifecycle_hook
+
+
+def delete_lifecycle_hook(self, as_name, name):
+    """"DeleteLifecycleHook" (Amazon EC2 Auto Scaling API Reference): outstanding lifecycle
+    actions are completed first — CONTINUE for terminating instances."""
+    if st.state().edges.on("delete-hook-continues"):
+        for action in list(st.state().actions.values()):
+            if action.result is None and action.group == as_name and action.hook == name:
+                _finish(action, "CONTINUE", "hook-deleted")
+    return _original_delete_lifecycle_hook(self, as_name, name)
+
+
+_original_put_warm_pool = asg_models.AutoScalingBackend.put_warm_pool
+
+
+def put_warm_pool(self, group_name, max_group_prepared_capacity, min_size, pool_state, instance_reuse_policy):
+    """A warm pool of `min_size` instances, launched from the group's template and kept
+    Warmed:Stopped (or Warmed:Running); they are not the group's instances."""
+    _original_put_warm_pool(self, group_name, max_group_prepared_capacity, min_size, pool_state, instance_reuse_policy)
+    group = self.autoscaling_groups[group_name]
+    warm = _warm(group)
+    missing = (min_size or 0) - len(warm)
+    if missing > 0:
+        before = list(group.instance_states)
+        group.replace_autoscaling_group_instances(missing, {})
+        launched = [s for s in group.instance_states if all(s is not b for b in before)]
+        group.instance_states = before
+        running = (pool_state or "Stopped") == "Running"
+        for instance_state in launched:
+            instance_state.lifecycle_state = "Warmed:Running" if running else "Warmed:Stopped"
+            if not running:
+                instance_state.instance.stop()
+            warm.append(instance_state)
+
+
+def describe_warm_pool(self):
+    from moto.core.responses import ActionResult
+
+    group_name = self._get_param("AutoScalingGroupName")
+    config = self.autoscaling_backend.describe_warm_pool(group_name=group_name)
+    group = self.autoscaling_backend.autoscaling_groups[group_name]
+    return ActionResult({"WarmPoolConfiguration": config, "Instances": list(_warm(group))})
+
+
 _original_create_group = AutoScalingResponse.create_auto_scaling_group
 _original_update_group = AutoScalingResponse.update_auto_scaling_group
 
@@ -360,7 +469,10 @@ _original_create_snapshot = ebs.EBSBackend.create_snapshot
 
 
 def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None, _request_id=None):
+    if _request_id is None:
+        edges.admit(self, [volume_id])
     snapshot = _original_create_snapshot(self, volume_id, description, owner_id=owner_id, from_ami=from_ami)
+    snapshot.start_time = edges.start_time(edges.started(snapshot.id, volume_id))
     # A snapshot of an encrypted volume is encrypted with the volume's key (moto drops the key).
     snapshot.kms_key_id = self.get_volume(volume_id).kms_key_id
     snapshot.status = "pending"
@@ -381,6 +493,7 @@ def create_snapshots(self, instance_spec, description, tags, copy_tags_from_sour
         for device, m in instance.get_block_device_mapping
         if not (exclude_boot and device == instance.root_device_name) and m.volume_id not in exclude_data
     ]
+    edges.admit(self, volumes)
     request_id = str(uuid.uuid4())
     snapshots = []
     for volume_id in volumes:
@@ -413,8 +526,15 @@ def create_snapshots_response(self):
 
 
 def _volume_saved(backend, volume_id):
+    """A completed snapshot of the volume exists that was started after its instance's
+    termination began (when it began one): an older snapshot does not save today's data."""
+    s = st.state()
+    since = s.termination_began.get(volume_id) if s.edges.on("strict-oracle") else None
     return any(
-        s.volume.id == volume_id and s.status == "completed" for s in backend.snapshots.values()
+        snap.volume.id == volume_id
+        and snap.status == "completed"
+        and (since is None or s.snapshot_created.get(snap.id, 0.0) >= since)
+        for snap in backend.snapshots.values()
     )
 
 
@@ -461,38 +581,54 @@ def block_device_mapping_handler(self):
     return modified
 
 
-def _arn(region, kind, resource_id, with_account):
-    account = st.ACCOUNT if with_account else ""
-    region_part = f"{region}:{account}" if with_account else f":{region}"
-    return f"arn:aws:ec2:{region_part}:{kind}/{resource_id}"
+def _ends(snapshot, plan, t, s):
+    """How a snapshot stands at `t`: its own fate, or its set's. The snapshots of one
+    CreateSnapshots set end together, when the last is done, and all in error when one fails
+    ("Create Amazon EBS snapshots", Amazon EBS User Guide: "if any one snapshot for the volume
+    set fails, all of the other snapshots display an error status")."""
+    if plan.request_id is None or not s.edges.on("sets-complete-together"):
+        return None if plan.fate == "never" or t < plan.ends_at else plan.fate
+    members = [s.snapshot_plans.get(sid) for sid in s.multi_requests.get(plan.request_id, {}).get("snapshots", [])]
+    members = [m for m in members if m is not None] or [plan]
+    if any(m.fate == "error" and t >= m.ends_at for m in members):
+        return "error"
+    if any(m.fate == "never" or t < m.ends_at for m in members):
+        return None
+    return "completed"
 
 
 def tick_snapshots() -> None:
-    """Ends the snapshots whose time has come, and emits their completion events."""
+    """Ends the snapshots whose time has come, and emits their completion events in the bodies
+    "Amazon EventBridge events for Amazon EBS" documents."""
     s = st.state()
     t = st.now()
     for backend in _backends(ebs_backends()):
         for snapshot in list(backend.snapshots.values()):
             plan = s.snapshot_plans.get(snapshot.id)
-            if plan is None or snapshot.status != "pending" or plan.fate == "never" or t < plan.ends_at:
+            if plan is None or snapshot.status != "pending":
                 continue
-            snapshot.status = plan.fate
-            snapshot.localaws_progress = "100%" if plan.fate == "completed" else "0%"
-            st.record(f"snapshot-{plan.fate}", snapshot=snapshot.id, volume=snapshot.volume.id)
+            fate = _ends(snapshot, plan, t, s)
+            if fate is None:
+                continue
+            snapshot.status = fate
+            snapshot.localaws_progress = "100%" if fate == "completed" else "0%"
+            st.record(f"snapshot-{fate}", snapshot=snapshot.id, volume=snapshot.volume.id)
             if plan.request_id is None:
+                region = backend.region_name
+                arn = f"arn:aws:ec2:{region}::snapshot/{snapshot.id}"
                 st.emit(
                     "EBS Snapshot Notification",
                     "aws.ec2",
-                    backend.region_name,
-                    [_arn(backend.region_name, "snapshot", snapshot.id, False)],
+                    region,
+                    [arn],
                     {
                         "event": "createSnapshot",
-                        "result": "succeeded" if plan.fate == "completed" else "failed",
-                        "cause": "" if plan.fate == "completed" else f"Snapshot {snapshot.id} is in error state",
+                        "result": "succeeded" if fate == "completed" else "failed",
+                        "cause": "" if fate == "completed" else f"Snapshot {snapshot.id} is in status error",
                         "request-id": "",
-                        "snapshot_id": _arn(backend.region_name, "snapshot", snapshot.id, False),
-                        "source": _arn(backend.region_name, "volume", snapshot.volume.id, False),
-                        "startTime": st.iso(plan.ends_at),
+                        "snapshot_id": arn,
+                        "source": f"arn:aws:ec2:{region}::volume/{snapshot.volume.id}",
+                        "startTime": st.iso(plan.started_at),
                         "endTime": st.iso(t),
                     },
                 )
@@ -504,25 +640,29 @@ def tick_snapshots() -> None:
         del s.multi_requests[request_id]
         members = [m for m in members if m is not None]
         failed = [m for m in members if m.status != "completed"]
+        region = request["region"]
+        # The multi-volume event names the snapshots, in the ARN form the page shows
+        # ("arn:aws:ec2::us-east-1:snapshot/..."), not the instance.
+        arns = [f"arn:aws:ec2::{region}:snapshot/{m.id}" for m in members]
         st.emit(
             "EBS Multi-Volume Snapshots Completion Status",
             "aws.ec2",
-            request["region"],
-            [_arn(request["region"], "instance", request["instance"], True)],
+            region,
+            arns,
             {
                 "event": "createSnapshots",
                 "result": "failed" if failed else "succeeded",
-                "cause": f"Snapshot {failed[0].id} is in error state" if failed else "",
-                "request-id": request_id,
+                "cause": f"Snapshot {failed[0].id} is in status error" if failed else "",
+                "request-id": "",
                 "startTime": st.iso(request["start"]),
                 "endTime": st.iso(t),
                 "snapshots": [
                     {
-                        "snapshot_id": _arn(request["region"], "snapshot", m.id, True),
-                        "source": _arn(request["region"], "volume", m.volume.id, True),
+                        "snapshot_id": arn,
+                        "source": f"arn:aws:ec2::{region}:volume/{m.volume.id}",
                         "status": m.status,
                     }
-                    for m in members
+                    for arn, m in zip(arns, members)
                 ],
             },
         )
@@ -562,6 +702,9 @@ def apply() -> None:
     AutoScalingResponse.complete_lifecycle_action = complete_lifecycle_action
     AutoScalingResponse.record_lifecycle_action_heartbeat = record_lifecycle_action_heartbeat
     AutoScalingResponse.put_lifecycle_hook = put_lifecycle_hook
+    asg_models.AutoScalingBackend.delete_lifecycle_hook = delete_lifecycle_hook
+    asg_models.AutoScalingBackend.put_warm_pool = put_warm_pool
+    AutoScalingResponse.describe_warm_pool = describe_warm_pool
     AutoScalingResponse.create_auto_scaling_group = create_auto_scaling_group
     AutoScalingResponse.update_auto_scaling_group = update_auto_scaling_group
     ebs.EBSBackend.create_snapshot = create_snapshot
@@ -574,6 +717,7 @@ def apply() -> None:
     ec2_instances.Instance.add_block_device = add_block_device
     ec2_core.TaggedEC2Resource.get_tags = get_tags
     InstanceResponse._block_device_mapping_handler = block_device_mapping_handler
+    edges.apply()
 
 
 def tick() -> None:

@@ -1,5 +1,6 @@
 """The harness's own state, beside moto's: the emulator clock, the lifecycle actions held in
-Terminating:Wait, how snapshots end, injected faults, the EventBridge outbox and the ledger.
+Terminating:Wait, how snapshots end, AWS's hard edges and their settings, injected faults, the
+EventBridge outbox and the ledger.
 
 Everything here is guarded by LOCK, which the WSGI middleware holds for the whole of every
 request: moto and these patches then run one request at a time, as a single AWS region would
@@ -48,16 +49,66 @@ class SnapshotPlan:
 
 @dataclass
 class FaultRule:
-    """Fail matching calls: `count` times, or with probability `ratio`."""
+    """Fail matching calls: `count` times, or with probability `ratio`. `throttle` and `5xx`
+    refuse the call; `lost` applies it, then loses the response (a 500)."""
 
     service: str  # "ec2", "autoscaling" or "*"
     operation: str  # "CreateSnapshots" or "*"
-    kind: str  # "throttle" or "5xx"
+    kind: str  # "throttle", "5xx" or "lost"
     count: int | None = None
     ratio: float | None = None
 
     def matches(self, service: str, operation: str) -> bool:
         return self.service in ("*", service) and self.operation in ("*", operation)
+
+
+# The calls that change something: a lost response to one of them leaves the change made.
+MUTATING = {
+    "ec2:CreateSnapshots",
+    "ec2:CreateSnapshot",
+    "ec2:CreateTags",
+    "ec2:ModifyInstanceAttribute",
+    "autoscaling:CompleteLifecycleAction",
+    "autoscaling:RecordLifecycleActionHeartbeat",
+}
+
+
+@dataclass
+class Edges:
+    """AWS's hard edges, each on by default at AWS's documented value (or, where AWS documents
+    none, the harsher choice); a test may turn one off only to show the difference."""
+
+    # "Create Amazon EBS snapshots" (Amazon EBS User Guide): at most five pending snapshots of a
+    # volume, one of an st1 or sc1 volume -> ConcurrentSnapshotLimitExceeded.
+    pending_per_volume: int = 5
+    pending_per_hdd_volume: int = 1
+    # "Error codes for the Amazon EC2 API": SnapshotCreationPerVolumeRateExceeded, "wait at least
+    # 15 seconds between concurrent volume snapshots".
+    seconds_between_snapshots_of_a_volume: float = 15.0
+    # "Amazon EBS quotas": 100,000 snapshots per Region by default -> SnapshotLimitExceeded.
+    snapshot_quota: int = 100_000
+    # "Eventual consistency in the Amazon EC2 API": AWS publishes no figure; a few seconds.
+    visibility_lag_seconds: float = 2.0
+    # A request succeeds and its response is lost: AWS publishes no rate; one mutating call in
+    # a hundred, seeded, so that a run is repeatable.
+    lost_response_ratio: float = 0.01
+    off: set[str] = field(default_factory=set)
+
+    def on(self, name: str) -> bool:
+        return name not in self.off
+
+
+EDGE_NAMES = {
+    "pending-per-volume",
+    "snapshot-rate",
+    "snapshot-quota",
+    "sets-complete-together",
+    "visibility-lag",
+    "lost-responses",
+    "abandon-ends-every-hook",
+    "delete-hook-continues",
+    "strict-oracle",
+}
 
 
 @dataclass
@@ -76,6 +127,15 @@ class State:
     ledger: list[dict] = field(default_factory=list)
     calls: dict[str, int] = field(default_factory=dict)  # "ec2:CreateSnapshots" -> n
     faults_injected: dict[str, int] = field(default_factory=dict)
+    lost: dict[str, int] = field(default_factory=dict)  # "ec2:CreateTags" -> responses lost
+    edges: Edges = field(default_factory=Edges)
+    lost_rng: random.Random = field(default_factory=lambda: random.Random(13))
+    # volume id -> when the termination of the instance it was attached to began (the strict
+    # oracle: only a snapshot started since saves today's data)
+    termination_began: dict[str, float] = field(default_factory=dict)
+    snapshot_created: dict[str, float] = field(default_factory=dict)  # id -> emulated time
+    last_snapshot_of_volume: dict[str, float] = field(default_factory=dict)
+    warm: dict[str, list] = field(default_factory=dict)  # group -> warm pool InstanceStates
     seq: itertools.count = field(default_factory=itertools.count)
 
 

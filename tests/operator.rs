@@ -81,7 +81,8 @@ fn volume_of<'a>(volumes: &'a [(String, String)], device: &str) -> &'a str {
 
 #[tokio::test]
 async fn list_shows_each_rescued_set_with_its_result_and_every_device() {
-    let w = World::new(&[]).await;
+    // The failing cache set is taken three times, no sooner than 15 s apart (EC2's rate).
+    let w = World::new(&[("LIFEBOAT_INLINE_WAIT_SECONDS", "60")]).await;
     w.snapshots_take(0.3, &[]);
     // GIVEN a released rescue in api-db, and one in cache whose /dev/sdg never snapshots
     let (released, db, db_volumes) = rescue(&w, "api-db").await;
@@ -203,6 +204,7 @@ async fn watch_follows_a_rescue_in_flight_until_it_is_released() {
     w.snapshots_take(4.0, &[]);
     let (outcome, instance, _) = rescue(&w, "api-db").await;
     assert_eq!(outcome, Outcome::Waiting);
+    w.until_ec2_lists_new_snapshots().await;
     // WHEN the operator watches (not a terminal: plain lines)
     let mut watching = lifeboat(&w);
     watching
@@ -491,6 +493,7 @@ async fn restore_refuses_a_set_that_is_not_complete() {
     w.snapshots_take(3600.0, &[]);
     let (outcome, old, _) = rescue(&w, "api-db").await;
     assert_eq!(outcome, Outcome::Waiting);
+    w.until_ec2_lists_new_snapshots().await;
     let new = standalone(&w, "us-east-1a").await;
     let before = volume_count(&w).await;
     // WHEN the operator restores from it THEN refused, naming the devices and what to do
@@ -561,7 +564,7 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
         .send()
         .await
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    w.until_ec2_lists_new_snapshots().await;
 
     // WHEN the operator audits the account
     let output = run(&w, &["audit", "--json"]).await;

@@ -208,6 +208,19 @@ impl World {
         devices: &[&str],
         heartbeat_timeout: i32,
     ) -> Vec<String> {
+        self.group_of(name, size, devices, VolumeType::Gp3, heartbeat_timeout)
+            .await
+    }
+
+    /// A group like `group`'s whose data volumes are of `data_type` (st1 for throughput HDD).
+    pub async fn group_of(
+        &self,
+        name: &str,
+        size: i32,
+        devices: &[&str],
+        data_type: VolumeType,
+        heartbeat_timeout: i32,
+    ) -> Vec<String> {
         let mut data = RequestLaunchTemplateData::builder()
             .image_id("ami-0123456789abcdef0")
             .instance_type("m5.large".into());
@@ -217,8 +230,17 @@ impl World {
                     .device_name(*device)
                     .ebs(
                         LaunchTemplateEbsBlockDeviceRequest::builder()
-                            .volume_size(if i == 0 { 8 } else { 20 })
-                            .volume_type(VolumeType::Gp3)
+                            // st1 and sc1 volumes are 125 GiB at least.
+                            .volume_size(match (i, &data_type) {
+                                (0, _) => 8,
+                                (_, VolumeType::St1 | VolumeType::Sc1) => 500,
+                                _ => 20,
+                            })
+                            .volume_type(if i == 0 {
+                                VolumeType::Gp3
+                            } else {
+                                data_type.clone()
+                            })
                             .delete_on_termination(true)
                             // The data volumes are encrypted with a customer managed key.
                             .encrypted(i > 0)
@@ -337,6 +359,24 @@ impl World {
             .control("faults", Some(json!({"seed": 11, "rules": rules})));
     }
 
+    /// AWS's hard edges: all on unless a test turns one `off` to show the difference; `settings`
+    /// such as `{"snapshot_quota": 3}`.
+    pub fn edges(&self, off: &[&str], settings: Value) {
+        let mut body = settings;
+        body["off"] = json!(off);
+        self.aws.control("edges", Some(body));
+    }
+
+    /// Someone else's snapshot of the volume (a Data Lifecycle Manager schedule), pending for
+    /// `seconds`.
+    pub fn foreign_snapshot(&self, volume: &str, seconds: f64) -> String {
+        let reply = self.aws.control(
+            "foreign-snapshot",
+            Some(json!({"volume": volume, "seconds": seconds})),
+        );
+        reply["snapshot"].as_str().expect("snapshot id").to_owned()
+    }
+
     /// The EventBridge events AWS would have sent since the last take.
     pub fn take_events(&self) -> Vec<Value> {
         let taken = self.aws.control("outbox/take", Some(json!({})));
@@ -361,6 +401,12 @@ impl World {
             "account": "123456789012", "time": self.lifeboat.clock.now().to_rfc3339(), "region": REGION,
             "resources": [], "detail": {}});
         self.deliver(&event).await.expect("sweep")
+    }
+
+    /// Waits until EC2 lists the snapshots created until now: its API is eventually consistent,
+    /// and the local AWS hides a new snapshot for 2 s (`localaws/edges.py`).
+    pub async fn until_ec2_lists_new_snapshots(&self) {
+        tokio::time::sleep(Duration::from_millis(2300)).await;
     }
 
     /// Time passes for AWS and for lifeboat alike.
@@ -418,8 +464,10 @@ impl Ledger {
             .collect()
     }
 
-    /// CONTINUEs (by anyone's API call) while an attached volume had no completed snapshot and
-    /// would be deleted with the instance.
+    /// CONTINUEs by an API call (lifeboat's) while an attached volume had no completed snapshot
+    /// started since the termination began. Keep-first's `DeleteOnTermination=false` does not
+    /// excuse it (a safety net, not a release condition); only a volume the settings exclude,
+    /// kept instead, may go without one.
     pub fn unsafe_continues(&self) -> Vec<String> {
         self.entries("action-completed")
             .into_iter()
@@ -427,7 +475,11 @@ impl Ledger {
             .filter(|e| {
                 e["volumes"].as_array().is_some_and(|v| {
                     v.iter().any(|v| {
-                        v["had_completed_snapshot"] == false && v["delete_on_termination"] == true
+                        let excluded_and_kept = v["delete_on_termination"] == false
+                            && v["kept_reason"]
+                                .as_str()
+                                .is_some_and(|r| r.starts_with("excluded: "));
+                        v["had_completed_snapshot"] == false && !excluded_and_kept
                     })
                 })
             })
@@ -460,8 +512,23 @@ impl Ledger {
             })
     }
 
+    /// Every request of `operation` the local AWS received, retried attempts included.
     pub fn calls(&self, operation: &str) -> u64 {
         self.0["calls"][operation].as_u64().unwrap_or(0)
+    }
+
+    /// The requests of `operation` that were applied and whose response was lost (the SDK sent
+    /// them again).
+    pub fn lost(&self, operation: &str) -> u64 {
+        self.0["lost"][operation].as_u64().unwrap_or(0)
+    }
+
+    /// The calls lifeboat needed: its requests, less the attempts a lost response or an injected
+    /// fault made it repeat.
+    pub fn needed(&self, operation: &str) -> u64 {
+        self.calls(operation)
+            - self.lost(operation)
+            - self.0["faults"][operation].as_u64().unwrap_or(0)
     }
 
     pub fn faults_injected(&self) -> u64 {

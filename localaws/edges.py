@@ -1,0 +1,142 @@
+"""AWS's hard edges on EBS snapshots, added to moto in-process. Each follows the AWS documentation
+page named beside it, is on by default, and can be turned off by name (`state.Edges.off`) only
+for a test that shows the difference:
+
+- pending-per-volume: at most five pending snapshots of a volume, one of an st1 or sc1 volume,
+  whoever started them -> ConcurrentSnapshotLimitExceeded;
+- snapshot-rate: snapshots of one volume closer together than 15 seconds ->
+  SnapshotCreationPerVolumeRateExceeded;
+- snapshot-quota: the Region's snapshot quota -> SnapshotLimitExceeded;
+- visibility-lag: a snapshot just created is missing from DescribeSnapshots (and its filters)
+  and refuses CreateTags with InvalidSnapshot.NotFound for a while;
+- one clock: a snapshot's StartTime is the emulator's time;
+- DescribeVolumes attachments carry DeleteOnTermination as the instance's mapping says;
+- someone else's snapshot: a Data Lifecycle Manager schedule's, started by the control API.
+"""
+
+import datetime
+
+from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotIdError
+from moto.ec2.models import elastic_block_store as ebs
+from moto.ec2.responses.tags import TagResponse
+
+from . import state as st
+
+HDD_TYPES = {"st1", "sc1"}
+
+
+def _pending(backend, volume_id):
+    return sum(1 for s in backend.snapshots.values() if s.volume.id == volume_id and s.status == "pending")
+
+
+def admit(backend, volume_ids):
+    """Checks the snapshot limits for new snapshots of `volume_ids`, all or none (CreateSnapshots
+    takes the set or nothing), before any is created."""
+    s = st.state()
+    edges = s.edges
+    now = st.now()
+    if edges.on("snapshot-quota") and len(backend.snapshots) + len(volume_ids) > edges.snapshot_quota:
+        # "Amazon EBS quotas" (Amazon EBS User Guide): snapshots per Region.
+        raise EC2ClientError(
+            "SnapshotLimitExceeded",
+            f"The maximum number of snapshots has been reached ({edges.snapshot_quota}).",
+        )
+    for volume_id in volume_ids:
+        volume = backend.get_volume(volume_id)
+        if edges.on("pending-per-volume"):
+            # "Create Amazon EBS snapshots" (Amazon EBS User Guide), Considerations: one pending
+            # snapshot of an st1 or sc1 volume, five of the other types.
+            hdd = getattr(volume, "volume_type", "") in HDD_TYPES
+            limit = edges.pending_per_hdd_volume if hdd else edges.pending_per_volume
+            if _pending(backend, volume_id) >= limit:
+                raise EC2ClientError(
+                    "ConcurrentSnapshotLimitExceeded",
+                    f"Maximum allowed in-progress snapshots for a single volume exceeded ({volume_id}).",
+                )
+        if edges.on("snapshot-rate"):
+            # "Error codes for the Amazon EC2 API": wait at least 15 seconds between concurrent
+            # volume snapshots. The harsher reading: any snapshot of the volume started less than
+            # 15 s ago, pending or not.
+            last = s.last_snapshot_of_volume.get(volume_id)
+            if last is not None and now - last < edges.seconds_between_snapshots_of_a_volume:
+                raise EC2ClientError(
+                    "SnapshotCreationPerVolumeRateExceeded",
+                    "The maximum per volume CreateSnapshot request rate has been exceeded. "
+                    "Use an increasing or variable sleep interval between requests.",
+                )
+
+
+def started(snapshot_id, volume_id):
+    """Records a new snapshot's start on the emulator's clock."""
+    s = st.state()
+    t = st.now()
+    s.snapshot_created[snapshot_id] = t
+    s.last_snapshot_of_volume[volume_id] = t
+    return t
+
+
+def start_time(t):
+    """A moto start time (naive UTC) for emulator time `t`: one clock for StartTime and events."""
+    return datetime.datetime.fromtimestamp(t, tz=datetime.timezone.utc).replace(tzinfo=None)
+
+
+def visible(snapshot_id):
+    """"Eventual consistency in the Amazon EC2 API" (Amazon EC2 Developer Guide): a resource just
+    created may not be visible to the API calls that follow."""
+    s = st.state()
+    if not s.edges.on("visibility-lag"):
+        return True
+    created = s.snapshot_created.get(snapshot_id)
+    return created is None or st.now() - created >= s.edges.visibility_lag_seconds
+
+
+_original_describe_snapshots = ebs.EBSBackend.describe_snapshots
+
+
+def describe_snapshots(self, snapshot_ids=None, filters=None):
+    found = _original_describe_snapshots(self, snapshot_ids=snapshot_ids, filters=filters)
+    shown = [snapshot for snapshot in found if visible(snapshot.id)]
+    if snapshot_ids and len(shown) < len(set(snapshot_ids)):
+        raise InvalidSnapshotIdError()
+    return shown
+
+
+_original_create_tags_response = TagResponse.create_tags
+
+
+def create_tags_response(self):
+    for resource_id in self._get_param("Resources", []):
+        if resource_id.startswith("snap-") and not visible(resource_id):
+            raise EC2ClientError(
+                "InvalidSnapshot.NotFound", f"The snapshot '{resource_id}' does not exist."
+            )
+    return _original_create_tags_response(self)
+
+
+def _attachment_delete_on_termination(self):
+    """DescribeVolumes' attachment: DeleteOnTermination as the instance's block device mapping
+    says it (moto leaves it out, which the SDK reads as false)."""
+    mapping = self.instance.block_device_mapping.get(self.device)
+    return bool(mapping.delete_on_termination) if mapping is not None else False
+
+
+def foreign_snapshot(volume_id, seconds, policy="policy-0123456789abcdef0"):
+    """A Data Lifecycle Manager schedule starts a snapshot of the volume, pending `seconds`
+    (first snapshots of large HDD volumes take hours). It counts in the volume's limits."""
+    from moto.ec2.models import ec2_backends
+
+    for regions in ec2_backends.values():
+        for backend in regions.values():
+            if volume_id in backend.volumes:
+                snapshot = backend.create_snapshot(volume_id, f"Created for policy: {policy}")
+                snapshot.add_tags({"aws:dlm:lifecycle-policy-id": policy, "dlm:managed": "true"})
+                plan = st.state().snapshot_plans[snapshot.id]
+                plan.ends_at = plan.started_at + float(seconds)
+                return snapshot.id
+    raise ValueError(f"no such volume: {volume_id}")
+
+
+def apply():
+    ebs.EBSBackend.describe_snapshots = describe_snapshots
+    TagResponse.create_tags = create_tags_response
+    ebs.VolumeAttachment.delete_on_termination = property(_attachment_delete_on_termination)
