@@ -342,6 +342,60 @@ impl World {
             .unwrap_or_default()
     }
 
+    /// The group terminates `instance` (TerminateInstanceInAutoScalingGroup, capacity lowered):
+    /// its hooks hold it; returns the lifecycle events EventBridge would deliver.
+    pub async fn terminate(&self, instance: &str) -> Vec<Value> {
+        self.asg
+            .terminate_instance_in_auto_scaling_group()
+            .instance_id(instance)
+            .should_decrement_desired_capacity(true)
+            .send()
+            .await
+            .expect("terminate in group");
+        self.take_events_of("EC2 Instance-terminate Lifecycle Action")
+    }
+
+    /// One volume as EC2 describes it now; `None` once deleted.
+    pub async fn volume(&self, id: &str) -> Option<aws_sdk_ec2::types::Volume> {
+        let reply = self
+            .ec2
+            .describe_volumes()
+            .filters(
+                aws_sdk_ec2::types::Filter::builder()
+                    .name("volume-id")
+                    .values(id)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("describe volume");
+        reply.volumes().first().cloned()
+    }
+
+    /// An instance's tags, as key → value.
+    pub async fn instance_tags(
+        &self,
+        instance: &str,
+    ) -> std::collections::BTreeMap<String, String> {
+        let reply = self
+            .ec2
+            .describe_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .expect("describe instance");
+        reply.reservations()[0].instances()[0]
+            .tags()
+            .iter()
+            .map(|t| {
+                (
+                    t.key().unwrap_or_default().to_owned(),
+                    t.value().unwrap_or_default().to_owned(),
+                )
+            })
+            .collect()
+    }
+
     /// Snapshots take `pending_seconds`; `fates` script how a volume's snapshots end.
     pub fn snapshots_take(&self, pending_seconds: f64, fates: &[(&str, &[&str])]) {
         let volumes: serde_json::Map<String, Value> = fates

@@ -1,0 +1,487 @@
+//! AWS's hard edges, end to end: each test sets a scene where the local AWS is as unkind as
+//! AWS documents it can be (`localaws/edges.py`, `localaws/patches.py`), lets lifeboat run
+//! through the real SDK, and checks the world — above all that no volume died without a
+//! completed snapshot started after its termination began. Each would have failed on the code
+//! or the local AWS before keep-first and the hard edges.
+
+mod support;
+
+use aws_sdk_autoscaling::types::LifecycleState;
+use aws_sdk_ec2::types::VolumeType;
+use serde_json::json;
+
+use lifeboat::report::Outcome;
+use support::{snapshots_of, tag, World};
+
+const DEVICES: [&str; 3] = ["/dev/sda1", "/dev/sdf", "/dev/sdg"];
+/// Inline waits off: every step after the first goes through the sweep, as on AWS when the
+/// rescue outlasts one invocation.
+const SWEEP_DRIVEN: &[(&str, &str)] = &[("LIFEBOAT_INLINE_WAIT_SECONDS", "0")];
+
+fn is_kept(volume: &aws_sdk_ec2::types::Volume, instance: &str) -> bool {
+    let by = volume
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some("lifeboat:kept-by") && t.value() == Some(instance));
+    let attachment_keeps = volume
+        .attachments()
+        .iter()
+        .all(|a| a.delete_on_termination() == Some(false));
+    by && attachment_keeps
+}
+
+fn kept_reason(volume: &aws_sdk_ec2::types::Volume) -> String {
+    volume
+        .tags()
+        .iter()
+        .find(|t| t.key() == Some("lifeboat:kept-reason"))
+        .and_then(|t| t.value())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// The sweep every `step` seconds of emulated time until the rescue is no longer waiting, at
+/// most `limit` seconds; the outcome and the time it took.
+async fn sweep_until_settled(w: &World, step: u64, limit: u64) -> (Outcome, u64) {
+    let mut elapsed = 0;
+    loop {
+        w.advance(step);
+        elapsed += step;
+        let report = w.sweep().await;
+        assert!(report.errors.is_empty(), "{:?}", report.errors);
+        let outcome = report
+            .rescues
+            .first()
+            .map_or(Outcome::Waiting, |r| r.outcome);
+        if outcome != Outcome::Waiting || elapsed >= limit {
+            return (outcome, elapsed);
+        }
+    }
+}
+
+#[tokio::test]
+async fn st1_data_volumes_with_a_scheduled_snapshot_running_are_kept_held_and_saved() {
+    // GIVEN the story's instance with st1 data volumes, each with a Data Lifecycle Manager
+    // snapshot still running for 40 minutes (EC2 allows one pending snapshot of an st1 volume)
+    let w = World::new(SWEEP_DRIVEN).await;
+    w.snapshots_take(120.0, &[]);
+    let instance = w
+        .group_of("api-db", 1, &DEVICES, VolumeType::St1, 300)
+        .await
+        .remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    for (device, volume) in &volumes {
+        let described = w.volume(volume).await.unwrap();
+        assert_eq!(
+            described.attachments()[0].delete_on_termination(),
+            Some(true),
+            "{device}: EC2 says DeleteOnTermination as the mapping has it"
+        );
+        if device != "/dev/sda1" {
+            w.foreign_snapshot(volume, 2400.0);
+        }
+    }
+    // WHEN the group terminates it and the event reaches lifeboat
+    let events = w.terminate(&instance).await;
+    let first = w.deliver(&events[0]).await.unwrap();
+    // THEN EC2 refuses the set, and before anything else every volume is kept, the rescue's
+    // record is on the instance, and the instance stays held
+    assert_eq!(first.rescues[0].outcome, Outcome::Waiting);
+    for (_, volume) in &volumes {
+        assert!(is_kept(&w.volume(volume).await.unwrap(), &instance));
+    }
+    let record = w.instance_tags(&instance).await;
+    assert_eq!(
+        record.get("lifeboat:state").map(String::as_str),
+        Some("pending")
+    );
+    // WHEN the sweep comes back every two minutes of a five-minute heartbeat timeout
+    let (outcome, took) = sweep_until_settled(&w, 120, 4 * 3600).await;
+    // THEN the hook never lapsed: the set was taken once the scheduled snapshots finished, and
+    // the rescue released with every volume saved by its own snapshot
+    assert_eq!(outcome, Outcome::Released, "after {took} s");
+    assert!(
+        took >= 2400,
+        "released only after the scheduled snapshots ({took} s)"
+    );
+    let ledger = w.ledger();
+    assert_eq!(
+        ledger.completion(&instance),
+        Some(("CONTINUE".into(), "api".into()))
+    );
+    assert!(ledger.entries("action-heartbeat").len() >= 8);
+    for (device, volume) in &volumes {
+        let ours: Vec<_> = snapshots_of(&w.ec2, volume)
+            .await
+            .into_iter()
+            .filter(|(_, _, tags)| tag(tags, "lifeboat:state") == Some("released"))
+            .collect();
+        assert_eq!(ours.len(), 1, "{device}: one set");
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn five_pending_snapshots_refuse_the_set_for_hours_and_the_hold_outlasts_them() {
+    // GIVEN a gp3 data volume with five AWS Backup snapshots pending for two hours (the most
+    // EC2 allows), far longer than the hook's five-minute heartbeat timeout
+    let w = World::new(SWEEP_DRIVEN).await;
+    w.snapshots_take(60.0, &[]);
+    let instance = w.group("api-db", 1, &DEVICES, 300).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    let data = &volumes[1].1;
+    for n in 0..5 {
+        w.advance(16); // EC2's 15 s between snapshots of a volume
+        w.foreign_snapshot(data, 7200.0 - f64::from(n) * 16.0);
+    }
+    // WHEN the termination comes
+    let events = w.terminate(&instance).await;
+    assert_eq!(
+        w.deliver(&events[0]).await.unwrap().rescues[0].outcome,
+        Outcome::Waiting
+    );
+    // THEN for two hours lifeboat keeps and holds; then it takes the set and releases
+    let (outcome, took) = sweep_until_settled(&w, 240, 4 * 3600).await;
+    assert_eq!(outcome, Outcome::Released);
+    assert!(took >= 7000, "{took}");
+    assert!(w
+        .ledger()
+        .entries("action-completed")
+        .iter()
+        .all(|e| e["by"] == "api"));
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn the_snapshot_quota_fails_safe_at_once_and_keeps_every_volume() {
+    // GIVEN the account's snapshot quota is reached (a quota no wait lifts)
+    let w = World::new(&[]).await;
+    w.edges(&[], json!({"snapshot_quota": 2}));
+    let instance = w.group("api-db", 1, &DEVICES, 900).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    // WHEN the termination comes
+    let events = w.terminate(&instance).await;
+    let report = w.deliver(&events[0]).await.unwrap();
+    // THEN lifeboat fails safe at once, saying why: the volumes kept, ABANDON
+    let rescue = &report.rescues[0];
+    assert_eq!(rescue.outcome, Outcome::FailedSafe);
+    assert!(
+        rescue
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("SnapshotLimitExceeded"),
+        "{:?}",
+        rescue.reason
+    );
+    assert_eq!(w.ledger().needed("ec2:CreateSnapshots"), 1, "one try");
+    assert_eq!(
+        w.ledger().completion(&instance),
+        Some(("ABANDON".into(), "api".into()))
+    );
+    // AND every volume outlived the instance, saying why it is kept
+    assert_eq!(w.instance_state(&instance).await, "terminated");
+    for (_, volume) in &volumes {
+        let kept = w.volume(volume).await.expect("kept");
+        assert_eq!(kept.state().map(|s| s.as_str()), Some("available"));
+        assert!(kept_reason(&kept).contains("SnapshotLimitExceeded"));
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_lost_response_to_complete_lifecycle_action_is_a_release_recorded_once() {
+    // GIVEN CompleteLifecycleAction's response is lost: the CONTINUE is applied, the SDK sends
+    // it again and hears "No active Lifecycle Action found"
+    let w = World::new(&[]).await;
+    w.snapshots_take(1.0, &[]);
+    let instance = w.group("api-db", 1, &DEVICES, 900).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    w.faults(json!([{"service": "autoscaling", "operation": "CompleteLifecycleAction", "kind": "lost", "count": 1}]));
+    // WHEN the rescue runs
+    let events = w.terminate(&instance).await;
+    let report = w.deliver(&events[0]).await.unwrap();
+    // THEN it is no error: the action was completed once, by lifeboat, and the record says the
+    // data was saved
+    assert!(matches!(
+        report.rescues[0].outcome,
+        Outcome::Released | Outcome::Ended
+    ));
+    let ledger = w.ledger();
+    assert_eq!(ledger.lost("autoscaling:CompleteLifecycleAction"), 1);
+    assert_eq!(
+        ledger.completion(&instance),
+        Some(("CONTINUE".into(), "api".into()))
+    );
+    w.until_ec2_lists_new_snapshots().await;
+    for (_, volume) in &volumes {
+        let snapshots = snapshots_of(&w.ec2, volume).await;
+        assert_eq!(tag(&snapshots[0].2, "lifeboat:state"), Some("released"));
+    }
+    w.assert_no_data_lost();
+}
+
+/// A group with lifeboat's hook and a second termination hook of another tool.
+async fn two_hooks(w: &World) -> String {
+    let instance = w.group("api-db", 1, &DEVICES, 300).await.remove(0);
+    w.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("api-db")
+        .lifecycle_hook_name("drain")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(600)
+        .default_result("ABANDON")
+        .send()
+        .await
+        .unwrap();
+    instance
+}
+
+#[tokio::test]
+async fn another_hooks_abandon_ends_the_action_and_the_kept_volumes_survive() {
+    // GIVEN two termination hooks, lifeboat's and a drain tool's, and snapshots that take an hour
+    let w = World::new(SWEEP_DRIVEN).await;
+    w.snapshots_take(3600.0, &[]);
+    let instance = two_hooks(&w).await;
+    let volumes = w.volumes_of(&instance).await;
+    let events = w.terminate(&instance).await;
+    assert_eq!(events.len(), 2, "one lifecycle event per hook");
+    let ours = events
+        .iter()
+        .find(|e| e["detail"]["LifecycleHookName"] == "lifeboat")
+        .unwrap();
+    assert_eq!(
+        w.deliver(ours).await.unwrap().rescues[0].outcome,
+        Outcome::Waiting
+    );
+    // WHEN the other tool completes its action with ABANDON (AWS: "abandon stops any remaining
+    // actions, such as other lifecycle hooks")
+    w.asg
+        .complete_lifecycle_action()
+        .auto_scaling_group_name("api-db")
+        .lifecycle_hook_name("drain")
+        .instance_id(&instance)
+        .lifecycle_action_result("ABANDON")
+        .send()
+        .await
+        .unwrap();
+    // THEN the instance is terminated at once, but every volume outlives it, kept
+    assert_eq!(w.instance_state(&instance).await, "terminated");
+    for (_, volume) in &volumes {
+        assert!(w.volume(volume).await.is_some(), "{volume} kept");
+    }
+    w.assert_no_data_lost();
+    // AND the next sweep records the rescue as ended; the kept volumes say why
+    w.advance(60);
+    let report = w.sweep().await;
+    assert_eq!(report.count(Outcome::Ended), 1, "{report:?}");
+    for (_, volume) in &volumes {
+        assert!(kept_reason(&w.volume(volume).await.unwrap()).starts_with("ended: "));
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn deleting_the_hook_continues_and_the_kept_volumes_survive() {
+    // GIVEN a rescue waiting on hour-long snapshots
+    let w = World::new(SWEEP_DRIVEN).await;
+    w.snapshots_take(3600.0, &[]);
+    let instance = w.group("api-db", 1, &DEVICES, 300).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    let events = w.terminate(&instance).await;
+    w.deliver(&events[0]).await.unwrap();
+    // WHEN someone deletes lifeboat's hook (AWS completes its actions with CONTINUE)
+    w.asg
+        .delete_lifecycle_hook()
+        .auto_scaling_group_name("api-db")
+        .lifecycle_hook_name("lifeboat")
+        .send()
+        .await
+        .unwrap();
+    // THEN the instance is terminated, and every volume outlives it
+    assert_eq!(
+        w.ledger().completion(&instance),
+        Some(("CONTINUE".into(), "hook-deleted".into()))
+    );
+    assert_eq!(w.instance_state(&instance).await, "terminated");
+    for (_, volume) in &volumes {
+        assert!(w.volume(volume).await.is_some());
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn the_hook_timing_out_while_lifeboat_is_down_loses_nothing_even_with_continue() {
+    // GIVEN a hook whose default result is CONTINUE, and a rescue left waiting
+    let w = World::new(SWEEP_DRIVEN).await;
+    w.snapshots_take(3600.0, &[]);
+    let instance = w.group("api-db", 1, &DEVICES, 300).await.remove(0);
+    w.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("api-db")
+        .lifecycle_hook_name("lifeboat")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("CONTINUE")
+        .send()
+        .await
+        .unwrap();
+    let volumes = w.volumes_of(&instance).await;
+    let events = w.terminate(&instance).await;
+    w.deliver(&events[0]).await.unwrap();
+    // WHEN lifeboat stops (crashed, throttled, its schedule off) past the heartbeat timeout
+    w.advance(301);
+    // THEN the hook CONTINUEs the termination, and EC2 keeps every volume all the same
+    assert_eq!(
+        w.ledger().completion(&instance),
+        Some(("CONTINUE".into(), "heartbeat-timeout".into()))
+    );
+    for (_, volume) in &volumes {
+        assert!(w.volume(volume).await.is_some());
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_duplicate_delivery_while_ec2_does_not_list_the_set_yet_takes_no_second_set() {
+    // GIVEN a first delivery that took the set a moment ago (EC2 lists it 2 s after creation)
+    let w = World::new(&[]).await;
+    w.snapshots_take(4.0, &[]);
+    let instance = w.group("api-db", 1, &DEVICES, 900).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    let events = w.terminate(&instance).await;
+    let first = w.deliver(&events[0]);
+    // WHEN EventBridge delivers the event again at once
+    let second = async {
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        w.deliver(&events[0]).await
+    };
+    let (a, b) = tokio::join!(first, second);
+    // THEN the duplicate found no set, was refused a second one (15 s between snapshots of a
+    // volume), waited, found the first set and agreed on it: one set, one release
+    let outcomes = [a.unwrap().rescues[0].outcome, b.unwrap().rescues[0].outcome];
+    assert!(outcomes.contains(&Outcome::Released), "{outcomes:?}");
+    for (_, volume) in &volumes {
+        assert_eq!(snapshots_of(&w.ec2, volume).await.len(), 1, "one set");
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_set_stays_pending_until_its_last_snapshot_is_done() {
+    // GIVEN the boot volume's snapshot is done in seconds, the data volumes' in ten minutes
+    let w = World::new(SWEEP_DRIVEN).await;
+    let instance = w.group("api-db", 1, &DEVICES, 900).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    let pending: serde_json::Map<String, serde_json::Value> = volumes
+        .iter()
+        .map(|(d, v)| {
+            let seconds = if d == "/dev/sda1" { 5.0 } else { 600.0 };
+            (v.clone(), json!({ "pending_seconds": seconds }))
+        })
+        .collect();
+    w.aws
+        .control("snapshots", Some(json!({ "volumes": pending })));
+    let events = w.terminate(&instance).await;
+    w.deliver(&events[0]).await.unwrap();
+    // WHEN a minute passes
+    let (outcome, _) = sweep_until_settled(&w, 60, 60).await;
+    // THEN the boot volume's snapshot is still pending, below 100 %: the set completes together
+    assert_eq!(outcome, Outcome::Waiting);
+    let boot = &snapshots_of(&w.ec2, &volumes[0].1).await[0];
+    assert_eq!(boot.1, "pending");
+    // AND once the last is done, the set completes and the rescue is released
+    let (outcome, _) = sweep_until_settled(&w, 120, 1200).await;
+    assert_eq!(outcome, Outcome::Released);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn the_sweep_rescues_a_warm_pool_instance_whose_event_was_lost() {
+    // GIVEN a group with a warm pool of one stopped instance
+    let w = World::new(SWEEP_DRIVEN).await;
+    w.snapshots_take(30.0, &[]);
+    w.group("api-db", 1, &DEVICES, 300).await;
+    w.asg
+        .put_warm_pool()
+        .auto_scaling_group_name("api-db")
+        .min_size(1)
+        .send()
+        .await
+        .unwrap();
+    let pool = w
+        .asg
+        .describe_warm_pool()
+        .auto_scaling_group_name("api-db")
+        .send()
+        .await
+        .unwrap();
+    let warm = pool.instances()[0].instance_id().unwrap().to_owned();
+    let volumes = w.volumes_of(&warm).await;
+    // WHEN the group terminates the warm instance and its event is lost
+    let events = w.terminate(&warm).await;
+    assert_eq!(events[0]["detail"]["Origin"], "WarmPool");
+    assert_eq!(events[0]["detail"]["Destination"], "EC2");
+    let waiting = w
+        .asg
+        .describe_warm_pool()
+        .auto_scaling_group_name("api-db")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        waiting.instances()[0].lifecycle_state(),
+        Some(&LifecycleState::WarmedTerminatingWait)
+    );
+    // THEN the sweep finds it in Warmed:Terminating:Wait, rescues it and releases it saved
+    let (outcome, _) = sweep_until_settled(&w, 60, 600).await;
+    assert_eq!(outcome, Outcome::Released);
+    assert_eq!(w.instance_state(&warm).await, "terminated");
+    for (_, volume) in &volumes {
+        assert_eq!(snapshots_of(&w.ec2, volume).await.len(), 1);
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_retained_instance_terminated_again_keeps_its_unsaved_volumes() {
+    // GIVEN a group that retains on ABANDON, and a rescue that fails safe (the quota)
+    let w = World::new(&[]).await;
+    w.edges(&[], json!({"snapshot_quota": 0}));
+    let instance = w.group("api-db", 1, &DEVICES, 300).await.remove(0);
+    w.aws
+        .control("retain-on-abandon", Some(json!({"group": "api-db"})));
+    let volumes = w.volumes_of(&instance).await;
+    let events = w.terminate(&instance).await;
+    assert_eq!(
+        w.deliver(&events[0]).await.unwrap().rescues[0].outcome,
+        Outcome::FailedSafe
+    );
+    assert_eq!(
+        w.instances("api-db", LifecycleState::TerminatingRetained)
+            .await,
+        std::slice::from_ref(&instance)
+    );
+    // WHEN the operator, done looking, sets the hook's default result to CONTINUE and terminates
+    // the retained instance through the group: a new lifecycle action, left to time out
+    w.asg
+        .put_lifecycle_hook()
+        .auto_scaling_group_name("api-db")
+        .lifecycle_hook_name("lifeboat")
+        .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
+        .heartbeat_timeout(300)
+        .default_result("CONTINUE")
+        .send()
+        .await
+        .unwrap();
+    let again = w.terminate(&instance).await;
+    assert_eq!(again.len(), 1, "a new lifecycle action");
+    w.deliver(&again[0]).await.unwrap();
+    w.advance(301);
+    // THEN the instance is gone and the unsaved volumes outlive it, kept
+    assert_eq!(w.instance_state(&instance).await, "terminated");
+    for (_, volume) in &volumes {
+        assert!(w.volume(volume).await.is_some());
+    }
+    w.assert_no_data_lost();
+}
