@@ -164,9 +164,7 @@ impl SnapshotLabel {
         let Some(instance) = tags.get(INSTANCE_ID) else {
             return Ok(None);
         };
-        let required =
-            |key: &'static str| tags.get(key).map(String::as_str).ok_or(LabelError { key });
-        let invalid = |key: &'static str| move |_| LabelError { key };
+        let record = InstanceRecord::parse(tags)?;
         let volumes = tags
             .iter()
             .filter_map(|(key, value)| {
@@ -175,35 +173,33 @@ impl SnapshotLabel {
             })
             .collect();
         Ok(Some(Self {
-            instance_id: InstanceId::parse(instance).map_err(invalid(INSTANCE_ID))?,
-            group: GroupName::parse(required(GROUP)?).map_err(invalid(GROUP))?,
-            hook: HookName::parse(required(HOOK)?).map_err(invalid(HOOK))?,
-            token: tags
-                .get(ACTION_TOKEN)
-                .and_then(|t| ActionToken::parse(t).ok()),
-            state: RescueState::parse(required(STATE)?).ok_or(LabelError { key: STATE })?,
-            started_at: parse_time(required(STARTED_AT)?).ok_or(LabelError { key: STARTED_AT })?,
-            action_started_at: tags.get(ACTION_STARTED_AT).and_then(|t| parse_time(t)),
-            set: required(SET)?.to_owned(),
+            instance_id: InstanceId::parse(instance)
+                .map_err(|_| LabelError { key: INSTANCE_ID })?,
+            group: record.group,
+            hook: record.hook,
+            token: record.token,
+            state: record.state,
+            started_at: record.started_at,
+            action_started_at: record.action_started_at,
+            set: tags.get(SET).ok_or(LabelError { key: SET })?.to_owned(),
             attempt: tags.get(ATTEMPT).and_then(|a| a.parse().ok()).unwrap_or(1),
             volumes,
         }))
     }
 
-    /// The tags that say this label.
+    /// The tags that say this label: the rescue's record, and which instance, set, attempt and
+    /// volumes the snapshot belongs to.
     pub fn tags(&self) -> Tags {
-        let mut tags = Tags::new();
+        let mut tags = InstanceRecord {
+            group: self.group.clone(),
+            hook: self.hook.clone(),
+            token: self.token.clone(),
+            state: self.state,
+            started_at: self.started_at,
+            action_started_at: self.action_started_at,
+        }
+        .tags();
         tags.insert(INSTANCE_ID.into(), self.instance_id.to_string());
-        tags.insert(GROUP.into(), self.group.to_string());
-        tags.insert(HOOK.into(), self.hook.to_string());
-        if let Some(token) = &self.token {
-            tags.insert(ACTION_TOKEN.into(), token.to_string());
-        }
-        tags.insert(STATE.into(), self.state.as_str().into());
-        tags.insert(STARTED_AT.into(), timestamp(self.started_at));
-        if let Some(at) = self.action_started_at {
-            tags.insert(ACTION_STARTED_AT.into(), timestamp(at));
-        }
         tags.insert(SET.into(), self.set.clone());
         tags.insert(ATTEMPT.into(), self.attempt.to_string());
         for (id, descriptor) in &self.volumes {
@@ -296,21 +292,26 @@ pub struct InstanceRecord {
 impl InstanceRecord {
     /// `Ok(None)`: the instance carries no record. `Err`: a record that cannot be read.
     pub fn read(tags: &Tags) -> Result<Option<Self>, LabelError> {
-        let Some(hook) = tags.get(HOOK) else {
+        if !tags.contains_key(HOOK) {
             return Ok(None);
-        };
+        }
+        Self::parse(tags).map(Some)
+    }
+
+    /// The record's keys, on an instance or within a snapshot's label.
+    fn parse(tags: &Tags) -> Result<Self, LabelError> {
         let required =
             |key: &'static str| tags.get(key).map(String::as_str).ok_or(LabelError { key });
-        Ok(Some(Self {
+        Ok(Self {
             group: GroupName::parse(required(GROUP)?).map_err(|_| LabelError { key: GROUP })?,
-            hook: HookName::parse(hook).map_err(|_| LabelError { key: HOOK })?,
+            hook: HookName::parse(required(HOOK)?).map_err(|_| LabelError { key: HOOK })?,
             token: tags
                 .get(ACTION_TOKEN)
                 .and_then(|t| ActionToken::parse(t).ok()),
             state: RescueState::parse(required(STATE)?).ok_or(LabelError { key: STATE })?,
             started_at: parse_time(required(STARTED_AT)?).ok_or(LabelError { key: STARTED_AT })?,
             action_started_at: tags.get(ACTION_STARTED_AT).and_then(|t| parse_time(t)),
-        }))
+        })
     }
 
     pub fn tags(&self) -> Tags {

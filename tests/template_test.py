@@ -144,6 +144,18 @@ class PermissionsMatchTheCode(unittest.TestCase):
             if any(a.startswith("autoscaling:") and not a.startswith("autoscaling:Describe") for a in actions):
                 self.assertNotEqual(statement["Resource"], "*", statement["Sid"])
 
+    def test_the_instance_may_carry_exactly_the_keys_of_the_rescues_record(self):
+        # The record the rescue writes on an instance before a snapshot set exists
+        # (InstanceRecord::tags in src/tags.rs) against the keys the role may write there.
+        source = (ROOT / "src/tags.rs").read_text()
+        constants = dict(re.findall(r'pub const ([A-Z_]+): &str = "([^"]+)";', source))
+        record = source.split("impl InstanceRecord")[1].split("pub fn tags(&self)")[1].split("\n    }\n")[0]
+        written = {constants[name] for name in re.findall(r"tags\.insert\(([A-Z_]+)\.into\(\)", record)}
+        statement = next(s for s in statements(load_template()) if s["Sid"] == "RecordRescueOnInstancesOfServedGroups")
+        allowed = set(statement["Condition"]["ForAllValues:StringEquals"]["aws:TagKeys"])
+        self.assertEqual(written, allowed)
+        self.assertIn(":instance/*", statement["Resource"]["Fn::Sub"])
+
 
 class TemplateMatchesTheConfiguration(unittest.TestCase):
     def test_every_variable_is_set_from_a_parameter_with_the_same_default(self):

@@ -219,27 +219,13 @@ impl FakeCloud {
     pub fn start_foreign_snapshot(&self, volume: &VolumeId, seconds: u64) -> SnapshotId {
         let now = self.clock.now();
         let mut world = self.world();
-        let id = SnapshotId::parse(&format!("snap-{}", Self::hex(&mut world))).unwrap();
-        world.snapshots.insert(
-            id.clone(),
-            Snapshot {
-                facts: SnapshotFacts {
-                    id: id.clone(),
-                    volume_id: Some(volume.clone()),
-                    state: SnapshotState::Pending,
-                    progress: Some("0%".into()),
-                    start_time: Some(now),
-                    volume_size_gib: Some(100),
-                    encrypted: true,
-                    kms_key_id: None,
-                    tags: Tags::from([("aws:dlm:lifecycle-policy-id".into(), "policy-1".into())]),
-                },
-                ends_at: now + chrono::Duration::seconds(seconds as i64),
-                end: SnapshotState::Completed,
-                set: None,
-            },
-        );
-        id
+        world
+            .fates
+            .entry(volume.clone())
+            .or_default()
+            .push_front(Fate::completes_after(seconds));
+        let tags = Tags::from([("aws:dlm:lifecycle-policy-id".into(), "policy-1".into())]);
+        Self::snapshot(&mut world, volume, tags, now, None).id
     }
 
     pub fn instance_tags(&self, instance: &InstanceId) -> Tags {

@@ -47,16 +47,35 @@ pub struct Rescue {
 
 impl Rescue {
     pub(super) fn new(termination: &Termination, now: DateTime<Utc>) -> Self {
+        // The hook's timer started when the instance began to wait.
+        Self::blank(
+            termination.action.clone(),
+            termination.token.clone(),
+            now,
+            termination.started_at,
+            RescueState::Pending,
+            termination.started_at,
+        )
+    }
+
+    /// A rescue known by these facts, before this invocation learnt anything more.
+    fn blank(
+        action: ActionRef,
+        token: Option<ActionToken>,
+        started_at: DateTime<Utc>,
+        action_started_at: Option<DateTime<Utc>>,
+        state: RescueState,
+        renewed_at: Option<DateTime<Utc>>,
+    ) -> Self {
         Self {
-            action: termination.action.clone(),
-            token: termination.token.clone(),
-            started_at: now,
-            action_started_at: termination.started_at,
-            state: RescueState::Pending,
+            action,
+            token,
+            started_at,
+            action_started_at,
+            state,
             volumes: BTreeMap::new(),
             snapshots: BTreeMap::new(),
-            // The hook's timer started when the instance began to wait.
-            renewed_at: termination.started_at,
+            renewed_at,
             instance: None,
             attached: None,
             instance_gone: false,
@@ -120,27 +139,18 @@ impl Rescue {
     }
 
     fn from_label(label: &SnapshotLabel) -> Self {
-        Self {
-            action: ActionRef {
+        Self::blank(
+            ActionRef {
                 group: label.group.clone(),
                 hook: label.hook.clone(),
                 instance_id: label.instance_id.clone(),
             },
-            token: label.token.clone(),
-            started_at: label.started_at,
-            action_started_at: label.action_started_at,
-            state: label.state,
-            volumes: BTreeMap::new(),
-            snapshots: BTreeMap::new(),
-            renewed_at: None,
-            instance: None,
-            attached: None,
-            instance_gone: false,
-            recorded_on_instance: false,
-            instance_store_disks: None,
-            kept: Vec::new(),
-            override_rejected: None,
-        }
+            label.token.clone(),
+            label.started_at,
+            label.action_started_at,
+            label.state,
+            None,
+        )
     }
 
     /// Takes in a snapshot of this rescue (new, or a fresher view of a known one).

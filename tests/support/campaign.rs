@@ -34,6 +34,13 @@ pub struct Storm {
     pub never_snapshot: f64,
     /// Share of invocations cut off: half at an early Lambda deadline, half killed mid-rescue.
     pub cut: f64,
+    /// Share of the (st1) data volumes with a scheduled snapshot (Data Lifecycle Manager)
+    /// still running when the storm comes: EC2 refuses lifeboat's set until it is done.
+    pub busy_volumes: f64,
+    /// How long those scheduled snapshots still run.
+    pub busy_seconds: f64,
+    /// Share of mutating calls whose response is lost after the call was applied.
+    pub lost_responses: f64,
     /// Lambda instances running at once, each with its own SDK clients.
     pub concurrency: usize,
     pub seed: u64,
@@ -51,6 +58,9 @@ impl Storm {
             snapshot_errors: 0.05,
             never_snapshot: 0.01,
             cut: 0.2,
+            busy_volumes: 0.2,
+            busy_seconds: 20.0,
+            lost_responses: 0.05,
             concurrency: 32,
             seed: 2026,
             give_up_after: Duration::from_secs(1800),
@@ -95,6 +105,8 @@ pub struct Figures {
     pub killed: usize,
     pub invocation_errors: usize,
     pub faults_injected: u64,
+    pub busy_volumes: usize,
+    pub responses_lost: u64,
     pub wall_time: Duration,
     pub calls_per_rescue: BTreeMap<String, f64>,
 }
@@ -167,6 +179,14 @@ impl Figures {
             self.faults_injected.to_string(),
         );
         row(
+            "st1 data volumes with a scheduled snapshot running (EC2 refuses the set meanwhile)",
+            self.busy_volumes.to_string(),
+        );
+        row(
+            "calls applied whose response was lost",
+            self.responses_lost.to_string(),
+        );
+        row(
             "wall time",
             format!("{:.1} s", self.wall_time.as_secs_f64()),
         );
@@ -228,19 +248,30 @@ pub async fn run(w: &World, storm: &Storm) -> Figures {
         .map(|d| d.to_string())
         .collect();
     let device_refs: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let mut figures_busy = 0;
     let instances = w
-        .group("storm", storm.instances as i32, &device_refs, 900)
+        .group_of(
+            "storm",
+            storm.instances as i32,
+            &device_refs,
+            aws_sdk_ec2::types::VolumeType::St1,
+            900,
+        )
         .await;
-    let volumes: Vec<String> = w
-        .ec2
-        .describe_volumes()
-        .send()
-        .await
-        .expect("volumes")
+    let described = w.ec2.describe_volumes().send().await.expect("volumes");
+    let volumes: Vec<String> = described
         .volumes()
         .iter()
         .filter_map(|v| v.volume_id().map(str::to_owned))
         .collect();
+    for volume in described.volumes() {
+        let st1 = volume.volume_type() == Some(&aws_sdk_ec2::types::VolumeType::St1);
+        if st1 && rng.f64() < storm.busy_volumes {
+            w.foreign_snapshot(volume.volume_id().unwrap_or_default(), storm.busy_seconds);
+            figures_busy += 1;
+        }
+    }
+    w.edges(&[], json!({"lost_response_ratio": storm.lost_responses}));
     let mut erring: Vec<(String, Value)> = Vec::new();
     for (n, volume) in volumes.iter().enumerate() {
         let draw = rng.f64();
@@ -277,6 +308,7 @@ pub async fn run(w: &World, storm: &Storm) -> Figures {
     let mut figures = Figures {
         instances: instances.len(),
         volumes: volumes.len(),
+        busy_volumes: figures_busy,
         ..Figures::default()
     };
     let mut inflight = FuturesUnordered::new();
@@ -409,6 +441,12 @@ async fn read_figures(w: &World, baseline: &super::Ledger, mut figures: Figures)
         }
     }
     figures.faults_injected = ledger.faults_injected() - baseline.faults_injected();
+    let lost_total = |l: &super::Ledger| -> u64 {
+        l.0["lost"]
+            .as_object()
+            .map_or(0, |m| m.values().filter_map(Value::as_u64).sum())
+    };
+    figures.responses_lost = lost_total(&ledger) - lost_total(baseline);
     let mut per_volume: BTreeMap<String, usize> = BTreeMap::new();
     let mut instances = std::collections::BTreeSet::new();
     let mut states: BTreeMap<String, std::collections::BTreeSet<String>> = BTreeMap::new();

@@ -301,8 +301,8 @@ impl World {
             .collect()
     }
 
-    /// The volume ids of an instance's devices, in device order.
-    pub async fn volumes_of(&self, instance: &str) -> Vec<(String, String)> {
+    /// One instance as EC2 describes it.
+    pub async fn describe_instance(&self, instance: &str) -> aws_sdk_ec2::types::Instance {
         let reply = self
             .ec2
             .describe_instances()
@@ -310,7 +310,14 @@ impl World {
             .send()
             .await
             .expect("describe instance");
-        let mut volumes: Vec<(String, String)> = reply.reservations()[0].instances()[0]
+        reply.reservations()[0].instances()[0].clone()
+    }
+
+    /// The volume ids of an instance's devices, in device order.
+    pub async fn volumes_of(&self, instance: &str) -> Vec<(String, String)> {
+        let mut volumes: Vec<(String, String)> = self
+            .describe_instance(instance)
+            .await
             .block_device_mappings()
             .iter()
             .map(|m| {
@@ -328,14 +335,8 @@ impl World {
     }
 
     pub async fn instance_state(&self, instance: &str) -> String {
-        let reply = self
-            .ec2
-            .describe_instances()
-            .instance_ids(instance)
-            .send()
+        self.describe_instance(instance)
             .await
-            .expect("describe");
-        reply.reservations()[0].instances()[0]
             .state()
             .and_then(|s| s.name())
             .map(|n| n.as_str().to_owned())
@@ -377,14 +378,8 @@ impl World {
         &self,
         instance: &str,
     ) -> std::collections::BTreeMap<String, String> {
-        let reply = self
-            .ec2
-            .describe_instances()
-            .instance_ids(instance)
-            .send()
+        self.describe_instance(instance)
             .await
-            .expect("describe instance");
-        reply.reservations()[0].instances()[0]
             .tags()
             .iter()
             .map(|t| {
