@@ -217,14 +217,12 @@ async fn naive_rescue(volumes: usize) -> (BTreeMap<&'static str, u64>, Duration)
     loop {
         let mut done = true;
         for id in &snapshots {
-            let reply = w
-                .ec2
-                .describe_snapshots()
-                .snapshot_ids(id)
-                .send()
-                .await
-                .unwrap();
-            done &= reply.snapshots()[0].state().map(|s| s.as_str()) == Some("completed");
+            // Just after its creation EC2 may not know the snapshot yet (InvalidSnapshot.NotFound:
+            // its API is eventually consistent): not done.
+            done &= match w.ec2.describe_snapshots().snapshot_ids(id).send().await {
+                Ok(reply) => reply.snapshots()[0].state().map(|s| s.as_str()) == Some("completed"),
+                Err(_) => false,
+            };
         }
         if done {
             break;

@@ -58,7 +58,10 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                     .volumes
                     .insert(volume.id.clone(), descriptor_of(volume));
             }
-            self.keep(rescue, &uncovered).await?;
+            // A safety net for the newcomer, not a condition: it needs its snapshot anyway.
+            if let Err(err) = self.keep(rescue, &uncovered).await {
+                warn!(error = %err, "could not keep the newly attached volume; it is snapshotted before release all the same");
+            }
             return Ok(None);
         }
         self.give_back(rescue, &attached).await?;

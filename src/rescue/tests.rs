@@ -714,3 +714,46 @@ async fn the_hook_ending_before_the_first_snapshot_completes_loses_nothing() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_denied_keep_first_is_loud_and_the_rescue_goes_on_holding() {
+    // GIVEN an SCP that denies ModifyInstanceAttribute to lifeboat's role
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud
+        .fail_next("ModifyInstanceAttribute", AwsErrorKind::AccessDenied, 1);
+    // WHEN the termination event arrives
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN the rescue still snapshots, holds and releases only once every volume is saved,
+    // and says loudly that it ran without its safety net
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    assert!(w
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("KeepFirstFailed")));
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn a_throttled_keep_first_holds_the_instance_and_is_tried_again() {
+    // GIVEN ModifyInstanceAttribute throttled past the SDK's retries on the first delivery
+    let w = world();
+    let (instance, volumes) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    w.cloud
+        .fail_next("ModifyInstanceAttribute", AwsErrorKind::Throttled, 1);
+    // WHEN the event arrives
+    let err = w.deliver(&instance, 120).await.unwrap_err();
+    // THEN nothing was snapshotted yet, but the hold was renewed for the retry
+    assert!(err.waiting_can_fix());
+    assert_eq!(w.cloud.count("CreateSnapshots"), 0);
+    assert_eq!(w.cloud.action(&instance).heartbeats, 1);
+    // AND Lambda's retry keeps the volume first and rescues it
+    let report = w.deliver(&instance, 120).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1]);
+    w.assert_no_data_lost();
+}
