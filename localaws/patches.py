@@ -484,8 +484,19 @@ def create_snapshot(self, volume_id, description, owner_id=None, from_ami=None, 
 
 
 def create_snapshots(self, instance_spec, description, tags, copy_tags_from_source=None):
-    """CreateSnapshots with ExcludeBootVolume, ExcludeDataVolumeIds and CopyTagsFromSource."""
+    """CreateSnapshots with ExcludeBootVolume, ExcludeDataVolumeIds and CopyTagsFromSource. An
+    instance shutting down or terminated has no volumes to snapshot ("CreateSnapshots", EC2 API
+    Reference: the volumes are those attached to the instance): refused, as EC2 refuses calls on
+    an instance in the wrong state (IncorrectInstanceState, "Error codes for the Amazon EC2
+    API")."""
     instance = self.get_instance(instance_spec["InstanceId"])
+    if instance.state in ("shutting-down", "terminated"):
+        from moto.ec2.exceptions import EC2ClientError
+
+        raise EC2ClientError(
+            "IncorrectInstanceState",
+            f"The instance '{instance.id}' is not in a state from which it can be snapshotted.",
+        )
     exclude_boot = str(instance_spec.get("ExcludeBootVolume", False)).lower() == "true"
     exclude_data = set(instance_spec.get("ExcludeDataVolumeIds") or [])
     volumes = [
@@ -503,6 +514,8 @@ def create_snapshots(self, instance_spec, description, tags, copy_tags_from_sour
             snapshot.add_tags({k: v for k, v in volume_tags.items() if not k.startswith("aws:")})
         snapshot.add_tags(tags)
         snapshots.append(snapshot)
+    if not snapshots:
+        return snapshots
     st.state().multi_requests[request_id] = {
         "instance": instance.id,
         "region": self.region_name,

@@ -115,15 +115,19 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 device: volume.device.clone(),
                 reason: reason.text(),
             }));
-        let action_was_over = match self
+        match self
             .cloud
             .complete(&rescue.action, ActionResult::Abandon)
             .await
         {
-            Ok(()) => false,
-            Err(err) if err.is(AwsErrorKind::NoActiveAction) => true,
+            Ok(()) => {}
+            // Over already: another invocation may have released it a moment ago (its record
+            // stands), or it ended without lifeboat. The unsaved volumes stay kept either way.
+            Err(err) if err.is(AwsErrorKind::NoActiveAction) => {
+                return self.ended(rescue).await;
+            }
             Err(err) => return Err(rescue.error(err)),
-        };
+        }
         self.finish(rescue, RescueState::Failed).await;
         self.metrics
             .rescue_failed_safe(&rescue.action.group, reason.code());
@@ -135,7 +139,6 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             reason = why,
             reason_code = reason.code(),
             kept_volumes = ?kept,
-            action_was_over,
             "FAILED SAFE: completed with ABANDON; volumes without a completed snapshot were kept with DeleteOnTermination=false and tagged lifeboat:kept-by"
         );
         Ok(rescue.report(Outcome::FailedSafe, Some(why)))

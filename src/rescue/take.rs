@@ -51,6 +51,25 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         let attached = self.attached_volumes(rescue, ATTACHMENTS_FRESH_FOR).await?;
         let wanted: BTreeSet<&VolumeId> = rescue.volumes.keys().collect();
         let plan = Plan::covering(&instance, &attached, &wanted);
+        if plan.snapshot.is_empty() {
+            // None of the rescue's volumes is attached any more: the instance is going, or they
+            // were detached. A set of nothing saves nothing; see which it is.
+            return match self
+                .cloud
+                .describe_instance(&rescue.action.instance_id)
+                .await
+                .map_err(|err| rescue.error(err))?
+            {
+                Some(instance) if !instance.state.is_gone() => {
+                    let volumes: Vec<VolumeId> = rescue.volumes.keys().cloned().collect();
+                    self.retry(rescue, &volumes).await
+                }
+                _ => {
+                    rescue.instance_gone = true;
+                    Ok(Attempt::Made)
+                }
+            };
+        }
         let attempt = rescue
             .volumes
             .keys()
@@ -126,7 +145,10 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
 
     /// What a refused snapshot call means for the rescue.
     fn refusal(&self, rescue: &mut Rescue, err: AwsError) -> Attempt {
-        if err.is(AwsErrorKind::InstanceNotFound) {
+        // CreateSnapshots refuses an instance shutting down or terminated.
+        if err.is(AwsErrorKind::InstanceNotFound)
+            || err.code.as_deref() == Some("IncorrectInstanceState")
+        {
             rescue.instance_gone = true;
             return Attempt::Made;
         }

@@ -310,15 +310,16 @@ async fn attempts_exhausted_fail_safe_keeps_the_volumes_and_abandons() {
 }
 
 #[tokio::test]
-async fn an_instance_already_gone_fails_safe_without_snapshotting() {
-    // GIVEN an instance terminated before lifeboat got the event
+async fn an_instance_already_gone_is_recorded_as_ended_without_snapshotting() {
+    // GIVEN an instance terminated (its action over) before lifeboat got the event
     let w = world();
     let (instance, _) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
     w.cloud.terminate_now(&instance);
     // WHEN the event arrives
     let report = w.deliver(&instance, 60).await.unwrap();
-    // THEN nothing is snapshotted and nothing is CONTINUEd
-    assert_eq!(report.outcome, Outcome::FailedSafe);
+    // THEN nothing is snapshotted and nothing is CONTINUEd: lifeboat would fail safe, finds the
+    // action over, and records that it ended without lifeboat
+    assert_eq!(report.outcome, Outcome::Ended);
     assert_eq!(w.cloud.count("CreateSnapshots"), 0);
     assert_eq!(w.cloud.count("CreateSnapshot"), 0);
     assert_eq!(w.cloud.action(&instance).result, None);
