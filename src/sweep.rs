@@ -15,8 +15,7 @@ use tracing::{info, warn};
 
 use crate::aws::{AwsError, Cloud, GroupScope, SnapshotQuery};
 use crate::clock::Clock;
-use crate::ids::ActionRef;
-use crate::ids::{GroupName, HookName, InstanceId};
+use crate::ids::{ActionRef, GroupName, HookName, InstanceId};
 use crate::report::{EventKind, Report, RescueReport};
 use crate::rescue::{rescues_from, snapshots_of, Rescue, RescueError, Rescuer, Termination};
 use crate::tags::{self, RescueState};
