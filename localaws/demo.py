@@ -132,6 +132,18 @@ class Demo:
         state, replacements = self.lifecycle_state()
         self.replacement = replacements[0]
         self.say(f"{self.instance} is {state} while its snapshots run ({SNAPSHOT_SECONDS} s here, hours for a big first snapshot)")
+        kept = [
+            v["Attachments"][0]["Device"]
+            for v in self.ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [self.instance]}])["Volumes"]
+            if v["Attachments"][0].get("DeleteOnTermination") is False
+            and any(t["Key"] == "lifeboat:kept-by" for t in v.get("Tags", []))
+        ]
+        self.say(f"kept first: {', '.join(sorted(kept))} now have DeleteOnTermination=false until their snapshots complete")
+        # EC2's API is eventually consistent: a snapshot just created is listed a moment later.
+        while not self.ec2.describe_snapshots(
+            OwnerIds=["self"], Filters=[{"Name": "tag:lifeboat:instance-id", "Values": [self.instance]}]
+        )["Snapshots"]:
+            time.sleep(0.5)
         self.say(f"the operator runs: lifeboat watch --instance {self.instance}")
         watching = self.operator_start(["watch", "--instance", self.instance, "--interval-seconds", "2"])
         deadline = time.time() + SNAPSHOT_SECONDS + 60
