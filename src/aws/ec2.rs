@@ -564,6 +564,18 @@ mod tests {
         assert_eq!(rule.num_calls(), 1);
     }
 
+    /// A set of every volume of the instance.
+    fn whole_instance() -> SnapshotSetRequest {
+        SnapshotSetRequest {
+            instance_id: instance(),
+            exclude_boot_volume: false,
+            exclude_data_volumes: vec![],
+            copy_volume_tags: true,
+            description: "d".into(),
+            tags: Tags::new(),
+        }
+    }
+
     #[tokio::test]
     async fn a_busy_volume_maps_to_snapshot_busy_and_the_quota_to_quota_exceeded() {
         for code in [
@@ -575,14 +587,7 @@ mod tests {
             });
             let adapter = Ec2Adapter::new(ec2(&[&rule]));
             let err = adapter
-                .create_snapshot_set(&SnapshotSetRequest {
-                    instance_id: instance(),
-                    exclude_boot_volume: false,
-                    exclude_data_volumes: vec![],
-                    copy_volume_tags: true,
-                    description: "d".into(),
-                    tags: Tags::new(),
-                })
+                .create_snapshot_set(&whole_instance())
                 .await
                 .unwrap_err();
             assert_eq!(err.kind, AwsErrorKind::SnapshotBusy, "{code}");
@@ -600,14 +605,7 @@ mod tests {
             ))
         });
         let err = Ec2Adapter::new(ec2(&[&rule]))
-            .create_snapshot_set(&SnapshotSetRequest {
-                instance_id: instance(),
-                exclude_boot_volume: false,
-                exclude_data_volumes: vec![],
-                copy_volume_tags: true,
-                description: "d".into(),
-                tags: Tags::new(),
-            })
+            .create_snapshot_set(&whole_instance())
             .await
             .unwrap_err();
         assert_eq!(err.kind, AwsErrorKind::QuotaExceeded);
