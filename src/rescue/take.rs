@@ -11,7 +11,7 @@ use tracing::{error, warn};
 use super::plan::Plan;
 use super::record::Rescue;
 use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
-use crate::aws::{AwsError, AwsErrorKind, Cloud, SnapshotRequest};
+use crate::aws::{AwsError, AwsErrorKind, Cloud, InstanceFacts, SnapshotRequest};
 use crate::clock::Clock;
 use crate::ids::{ResourceId, VolumeId};
 use crate::tags;
@@ -32,20 +32,9 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
     pub(super) async fn take_set(&self, rescue: &mut Rescue) -> Result<Attempt, RescueError> {
         let instance = match rescue.instance.clone() {
             Some(instance) => instance,
-            None => match self
-                .cloud
-                .describe_instance(&rescue.action.instance_id)
-                .await
-                .map_err(|err| rescue.error(err))?
-            {
-                Some(instance) if !instance.state.is_gone() => {
-                    rescue.instance = Some(instance.clone());
-                    instance
-                }
-                _ => {
-                    rescue.instance_gone = true;
-                    return Ok(Attempt::Made);
-                }
+            None => match self.instance_now(rescue).await? {
+                Some(instance) => instance,
+                None => return Ok(Attempt::Made),
             },
         };
         let attached = self.attached_volumes(rescue, ATTACHMENTS_FRESH_FOR).await?;
@@ -54,21 +43,11 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         if plan.snapshot.is_empty() {
             // None of the rescue's volumes is attached any more: the instance is going, or they
             // were detached. A set of nothing saves nothing; see which it is.
-            return match self
-                .cloud
-                .describe_instance(&rescue.action.instance_id)
-                .await
-                .map_err(|err| rescue.error(err))?
-            {
-                Some(instance) if !instance.state.is_gone() => {
-                    let volumes: Vec<VolumeId> = rescue.volumes.keys().cloned().collect();
-                    self.retry(rescue, &volumes).await
-                }
-                _ => {
-                    rescue.instance_gone = true;
-                    Ok(Attempt::Made)
-                }
-            };
+            if self.instance_now(rescue).await?.is_none() {
+                return Ok(Attempt::Made);
+            }
+            let volumes: Vec<VolumeId> = rescue.volumes.keys().cloned().collect();
+            return self.retry(rescue, &volumes).await;
         }
         let attempt = rescue
             .volumes
@@ -107,6 +86,29 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             }
         }
         Ok(Attempt::Made)
+    }
+
+    /// The instance as EC2 describes it now, remembered; `None` (and the rescue knows it) when
+    /// it is shutting down, terminated or unknown.
+    async fn instance_now(
+        &self,
+        rescue: &mut Rescue,
+    ) -> Result<Option<InstanceFacts>, RescueError> {
+        let described = self
+            .cloud
+            .describe_instance(&rescue.action.instance_id)
+            .await
+            .map_err(|err| rescue.error(err))?;
+        match described {
+            Some(instance) if !instance.state.is_gone() => {
+                rescue.instance = Some(instance.clone());
+                Ok(Some(instance))
+            }
+            _ => {
+                rescue.instance_gone = true;
+                Ok(None)
+            }
+        }
     }
 
     /// Snapshots these volumes again, one `CreateSnapshot` each.
