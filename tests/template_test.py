@@ -5,15 +5,26 @@
 - no wildcard actions, nothing that deletes or shares a snapshot or volume;
 - every configuration variable of src/config.rs is in the function's environment, fed by a
   parameter with the same default;
-- the function, its triggers, its failure destination and its alarms are as the README says.
+- the function, its triggers, its failure destination and its alarms are as the README says;
+- the template deploys for every branch of its parameters (Groups, ExistingGroupName,
+  EncryptionKeyArns, GroupScope set and empty): every intrinsic function where CloudFormation
+  allows it, the Rules refusing exactly what cannot work (tests/cfn.py resolves it);
+- parliament, an IAM policy linter, finds nothing in any policy the stack creates but the
+  findings the template explains (Metadata.PolicyLintExceptions).
 """
 
 import copy
+import itertools
+import json
 import pathlib
 import re
 import unittest
 
 from cfnlint.decode import decode_str
+from parliament import analyze_policy_string, enhance_finding
+from parliament.cli import is_finding_filtered
+
+import cfn
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
@@ -27,9 +38,6 @@ SERVICE_MEDIATED = {
     "kms:CreateGrant",
     "kms:Decrypt",
     "kms:DescribeKey",
-    "kms:GenerateDataKeyWithoutPlaintext",
-    "kms:ReEncryptFrom",
-    "kms:ReEncryptTo",
 }
 
 FORBIDDEN = re.compile(r"(Delete|ModifySnapshotAttribute|ResetSnapshotAttribute|CopySnapshot|EnableSnapshotBlockPublicAccess|DisableSnapshotBlockPublicAccess)")
@@ -168,6 +176,9 @@ class TemplateMatchesTheConfiguration(unittest.TestCase):
         for name, default in variables:
             reference = env[name]
             self.assertIsInstance(reference, dict, name)
+            if "Fn::Join" in reference:  # a list parameter, joined back with commas
+                self.assertEqual(reference["Fn::Join"][0], ",", name)
+                reference = reference["Fn::Join"][1]
             parameter = parameters[reference["Ref"]]
             self.assertEqual(str(parameter.get("Default", "")), default, f"{name} defaults differ")
             self.assertIn(name, parameter.get("Description", ""), f"parameter of {name} does not name it")
@@ -207,12 +218,184 @@ class TemplateShape(unittest.TestCase):
         self.assertIn(("AWS/Lambda", "Errors"), metrics)
         self.assertIn(("AWS/SQS", "ApproximateNumberOfMessagesVisible"), metrics)
         self.assertIn(("custom", "RescuesFailedSafe"), metrics)
+        # The worst outcome, and the loss of the safety net, are alarmed too.
+        self.assertIn(("custom", "RescuesEnded"), metrics)
+        self.assertIn(("custom", "KeepFirstFailed"), metrics)
 
     def test_the_optional_hook_abandons_by_default(self):
         hook = self.resources["TerminationHook"]
         self.assertEqual(hook["Condition"], "CreateHook")
         self.assertEqual(hook["Properties"]["DefaultResult"], "ABANDON")
         self.assertEqual(hook["Properties"]["LifecycleTransition"], "autoscaling:EC2_INSTANCE_TERMINATING")
+
+
+KEYS = "arn:aws:kms:us-east-1:123456789012:key/1111aaaa,arn:aws:kms:us-east-1:123456789012:key/2222bbbb"
+GROUP_ARN = "arn:*:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/"
+
+
+def branches_of_the_parameters():
+    """Every combination of the parameters whose branches change the policies and resources."""
+    for groups, existing, keys, scope in itertools.product(["", "web,db"], ["", "web"], ["", KEYS], ["tagged", "all"]):
+        yield {"Groups": groups, "ExistingGroupName": existing, "EncryptionKeyArns": keys, "GroupScope": scope}
+
+
+def function_statements(resources):
+    role = resources["FunctionRole"]["Properties"]
+    policy = next(p for p in role["Policies"] if p["PolicyName"] == "FunctionRolePolicy0")
+    return {s["Sid"]: s for s in policy["PolicyDocument"]["Statement"]}
+
+
+def lint(document):
+    """parliament's findings at its default severity (LOW and up): (statement Sid or "*", issue)."""
+    found = set()
+
+    def findings(policy):
+        analysed = analyze_policy_string(json.dumps(policy), include_community_auditors=False)
+        return {f.issue for f in map(enhance_finding, analysed.findings) if not is_finding_filtered(f)}
+
+    statements = document.get("Statement", [])
+    for statement in statements:
+        single = dict(document, Statement=[statement])
+        found |= {(statement.get("Sid", "*"), issue) for issue in findings(single)}
+    whole = findings(document)
+    found |= {("*", issue) for issue in whole if not any(issue == i for _, i in found)}
+    return found
+
+
+class TheTemplateDeploysOnEveryBranch(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.transformed = cfn.sam_transformed()
+        cls.deployments = {json.dumps(o, sort_keys=True): cfn.deployed(o, cls.transformed) for o in branches_of_the_parameters()}
+
+    def test_every_branch_resolves_with_each_function_where_cloudformation_allows_it(self):
+        self.assertEqual(len(self.deployments), 16)
+        for key, (resources, _) in self.deployments.items():
+            overrides = json.loads(key)
+            environment = resources["Function"]["Properties"]["Environment"]["Variables"]
+            self.assertEqual(environment["LIFEBOAT_GROUPS"], overrides["Groups"], key)
+            self.assertEqual("TerminationHook" in resources, bool(overrides["ExistingGroupName"]), key)
+
+    def test_a_function_where_cloudformation_allows_none_is_refused(self):
+        # The defect this check exists for: Fn::Join's delimiter built with Fn::Sub ("You must
+        # specify a string value"), which the pinned cfn-lint lets through.
+        template = copy.deepcopy(self.transformed)
+        template["Outputs"]["Joined"] = {"Value": {"Fn::Join": [{"Fn::Sub": ",arn:${AWS::Partition}:"}, ["a", "b"]]}}
+        with self.assertRaisesRegex(cfn.Refused, r"Outputs.Joined.Value.Fn::Join\[0\]: the delimiter must be a plain string"):
+            cfn.deployed({}, template)
+        template["Outputs"]["Joined"] = {"Value": {"Fn::Sub": [{"Fn::Join": ["", ["${X}"]]}, {"X": "x"}]}}
+        with self.assertRaisesRegex(cfn.Refused, "Fn::Sub's string must be a plain value"):
+            cfn.deployed({}, template)
+        template["Outputs"]["Joined"] = {"Value": {"Fn::Equals": ["a", "b"]}}
+        with self.assertRaisesRegex(cfn.Refused, "Fn::Equals cannot be used here"):
+            cfn.deployed({}, template)
+
+    def test_the_lifecycle_calls_reach_exactly_the_served_groups(self):
+        for key, (resources, outputs) in self.deployments.items():
+            overrides = json.loads(key)
+            statements = function_statements(resources)
+            named = statements.get("HoldAndCompleteLifecycleActionsOfNamedGroups")
+            wide = statements.get("HoldAndCompleteLifecycleActionsOfProtectedGroups")
+            names = overrides["Groups"].split(",") if overrides["Groups"] else ([overrides["ExistingGroupName"]] if overrides["ExistingGroupName"] else [])
+            if names:
+                self.assertEqual(named["Resource"], [GROUP_ARN + name for name in names], key)
+                self.assertEqual(named["Condition"], {"StringEquals": {"aws:RequestedRegion": cfn.REGION}}, key)
+            else:
+                self.assertIsNone(named, key)
+            if overrides["Groups"]:
+                self.assertIsNone(wide, key)
+            elif overrides["GroupScope"] == "tagged":
+                self.assertEqual(wide["Condition"], {"StringEquals": {"aws:ResourceTag/lifeboat:protected": "true"}}, key)
+                self.assertNotIn("ScopeWarning", outputs, key)
+            else:
+                self.assertNotIn("Condition", wide, key)
+                self.assertIn("every Auto Scaling group", outputs["ScopeWarning"], key)
+
+    def test_the_grant_condition_is_only_on_the_grant_actions(self):
+        # kms:GrantIsForAWSResource exists only for CreateGrant, ListGrants and RevokeGrant: on
+        # any other action the key is absent and the statement never allows anything.
+        resources, _ = self.deployments[json.dumps({"EncryptionKeyArns": KEYS, "ExistingGroupName": "", "GroupScope": "tagged", "Groups": ""}, sort_keys=True)]
+        self.assertEqual(kms_problems(function_statements(resources).values()), [])
+        granted = {a for s in function_statements(resources).values() if s["Sid"].startswith(("UseVolumeKeys", "LetEc2Grant")) for a in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])}
+        self.assertEqual(granted, {"kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"})
+        # The statement as it was (the grant condition on all six actions) is caught.
+        merged = {
+            "Sid": "Old",
+            "Action": ["kms:CreateGrant", "kms:Decrypt", "kms:DescribeKey"],
+            "Condition": {"StringEquals": {"kms:ViaService": "ec2.us-east-1.amazonaws.com"}, "Bool": {"kms:GrantIsForAWSResource": "true"}},
+        }
+        self.assertEqual(kms_problems([merged]), ["Old: kms:GrantIsForAWSResource on kms:Decrypt, kms:DescribeKey, which it can never match"])
+        self.assertEqual(kms_problems([dict(merged, Action="kms:Decrypt", Condition={})]), ["Old: kms:Decrypt not limited to EC2 (kms:ViaService)"])
+
+    def test_parliament_finds_nothing_the_template_does_not_explain(self):
+        exceptions = load_template()["Resources"]["Function"]["Metadata"]["PolicyLintExceptions"]
+        explained = {(e["Policy"], sid, e["Issue"]) for e in exceptions for sid in e["Statements"]}
+        used, unexplained = set(), []
+        for key, (resources, _) in self.deployments.items():
+            for where, document, _ in cfn.policies(resources):
+                policy = where.rsplit(".", 1)[-1]
+                for sid, issue in lint(document):
+                    if (policy, sid, issue) in explained:
+                        used.add((policy, sid, issue))
+                    else:
+                        unexplained.append(f"{key}: {where} {sid} {issue}")
+        self.assertEqual(unexplained, [])
+        self.assertEqual(explained - used, set(), "an exception no finding needs any more: remove it")
+
+    def test_a_new_finding_fails(self):
+        resources, _ = next(iter(self.deployments.values()))
+        document = copy.deepcopy(next(d for w, d, _ in cfn.policies(resources) if w.endswith("FunctionRolePolicy0")))
+        document["Statement"].append({"Sid": "Sloppy", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::bucket"})
+        self.assertIn(("Sloppy", "RESOURCE_MISMATCH"), lint(document))
+
+
+def kms_problems(statements):
+    problems = []
+    for statement in statements:
+        actions = statement["Action"]
+        actions = [actions] if isinstance(actions, str) else actions
+        kms = [a for a in actions if a.startswith("kms:")]
+        if not kms:
+            continue
+        condition = statement.get("Condition", {})
+        if "kms:ViaService" not in condition.get("StringEquals", {}):
+            problems.append(f"{statement['Sid']}: {', '.join(kms)} not limited to EC2 (kms:ViaService)")
+        if "kms:GrantIsForAWSResource" in condition.get("Bool", {}):
+            beyond = [a for a in kms if a not in ("kms:CreateGrant", "kms:ListGrants", "kms:RevokeGrant")]
+            if beyond:
+                problems.append(f"{statement['Sid']}: kms:GrantIsForAWSResource on {', '.join(beyond)}, which it can never match")
+    return problems
+
+
+class TheRulesRefuseWhatCannotWork(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.transformed = cfn.sam_transformed()
+
+    def test_a_hook_that_lapses_between_sweeps_is_refused(self):
+        parameters = self.transformed["Parameters"]
+        checked = 0
+        for sweep in parameters["SweepIntervalSeconds"]["AllowedValues"]:
+            for hook in parameters["HookHeartbeatTimeout"]["AllowedValues"]:
+                overrides = {"SweepIntervalSeconds": sweep, "HookHeartbeatTimeout": hook, "ExistingGroupName": "web"}
+                if int(hook) > int(sweep) + 60:
+                    cfn.deployed(overrides, self.transformed)
+                else:
+                    with self.assertRaisesRegex(cfn.Refused, "HookHeartbeatTimeout must exceed", msg=overrides):
+                        cfn.deployed(overrides, self.transformed)
+                checked += 1
+        self.assertEqual(checked, 60)
+        # Without a hook of its own the stack has nothing to refuse.
+        cfn.deployed({"SweepIntervalSeconds": "3600", "HookHeartbeatTimeout": "300"}, self.transformed)
+
+    def test_a_hooked_group_lifeboat_does_not_serve_is_refused(self):
+        with self.assertRaisesRegex(cfn.Refused, "must name ExistingGroupName"):
+            cfn.deployed({"Groups": "db", "ExistingGroupName": "web"}, self.transformed)
+        cfn.deployed({"Groups": "db,web", "ExistingGroupName": "web"}, self.transformed)
+
+    def test_a_value_outside_the_parameters_constraints_is_refused(self):
+        with self.assertRaisesRegex(cfn.Refused, "HookHeartbeatTimeout"):
+            cfn.deployed({"HookHeartbeatTimeout": "30"}, self.transformed)
 
 
 if __name__ == "__main__":
