@@ -11,7 +11,10 @@ for a test that shows the difference:
   and refuses CreateTags with InvalidSnapshot.NotFound for a while;
 - one clock: a snapshot's StartTime is the emulator's time;
 - DescribeVolumes attachments carry DeleteOnTermination as the instance's mapping says;
-- someone else's snapshot: a Data Lifecycle Manager schedule's, started by the control API.
+- someone else's snapshot: a Data Lifecycle Manager schedule's, started by the control API;
+- request-limits: CreateSnapshots refuses more than 40 ExcludeDataVolumeIds, and a request whose
+  snapshots would carry more than 50 tags (its own and those copied from the volume), before it
+  creates anything. (CreateTags past 50 tags on a resource is moto's own TagLimitExceeded.)
 """
 
 import datetime
@@ -23,6 +26,36 @@ from moto.ec2.responses.tags import TagResponse
 from . import state as st
 
 HDD_TYPES = {"st1", "sc1"}
+
+
+# "Tag your Amazon EC2 resources" (Amazon EC2 User Guide), Tag restrictions: at most 50 tags
+# per resource; "aws:" tags do not count.
+MAX_TAGS_PER_RESOURCE = 50
+# "CreateSnapshots" (Amazon EC2 API Reference), InstanceSpecification.ExcludeDataVolumeIds: up
+# to 40 volume IDs per request.
+MAX_EXCLUDED_DATA_VOLUMES = 40
+
+
+def admit_request(backend, volume_ids, excluded_ids, tags, copy_volume_tags):
+    """Checks a CreateSnapshots request against EC2's request limits before anything is created.
+    The harsher reading where AWS does not say when it checks: the whole request is refused."""
+    if not st.state().edges.on("request-limits"):
+        return
+    if len(excluded_ids) > MAX_EXCLUDED_DATA_VOLUMES:
+        raise EC2ClientError(
+            "InvalidParameterValue",
+            f"ExcludeDataVolumeIds: at most {MAX_EXCLUDED_DATA_VOLUMES} volume IDs per request, got {len(excluded_ids)}.",
+        )
+    own = {key for key in tags if not key.startswith("aws:")}
+    for volume_id in volume_ids:
+        copied = set()
+        if copy_volume_tags:
+            copied = {t["key"] for t in backend.get_volume(volume_id).get_tags() if not t["key"].startswith("aws:")}
+        if len(own | copied) > MAX_TAGS_PER_RESOURCE:
+            raise EC2ClientError(
+                "TagLimitExceeded",
+                f"The snapshot of {volume_id} would carry {len(own | copied)} tags; at most {MAX_TAGS_PER_RESOURCE} are allowed.",
+            )
 
 
 def _pending(backend, volume_id):

@@ -498,12 +498,14 @@ def create_snapshots(self, instance_spec, description, tags, copy_tags_from_sour
             f"The instance '{instance.id}' is not in a state from which it can be snapshotted.",
         )
     exclude_boot = str(instance_spec.get("ExcludeBootVolume", False)).lower() == "true"
-    exclude_data = set(instance_spec.get("ExcludeDataVolumeIds") or [])
+    excluded_ids = instance_spec.get("ExcludeDataVolumeIds") or []
+    exclude_data = set(excluded_ids)
     volumes = [
         m.volume_id
         for device, m in instance.get_block_device_mapping
         if not (exclude_boot and device == instance.root_device_name) and m.volume_id not in exclude_data
     ]
+    edges.admit_request(self, volumes, excluded_ids, tags, copy_tags_from_source == "volume")
     edges.admit(self, volumes)
     request_id = str(uuid.uuid4())
     snapshots = []

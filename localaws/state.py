@@ -108,6 +108,7 @@ EDGE_NAMES = {
     "abandon-ends-every-hook",
     "delete-hook-continues",
     "strict-oracle",
+    "request-limits",
 }
 
 

@@ -11,7 +11,7 @@ use aws_sdk_ec2::types::VolumeType;
 use serde_json::json;
 
 use lifeboat::report::Outcome;
-use support::{snapshots_of, tag, World};
+use support::{devices, snapshots_of, tag, World};
 
 const DEVICES: [&str; 3] = ["/dev/sda1", "/dev/sdf", "/dev/sdg"];
 /// Inline waits off: every step after the first goes through the sweep, as on AWS when the
@@ -482,6 +482,56 @@ async fn a_retained_instance_terminated_again_keeps_its_unsaved_volumes() {
     assert_eq!(w.instance_state(&instance).await, "terminated");
     for (_, volume) in &volumes {
         assert!(w.volume(volume).await.is_some());
+    }
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn more_skipped_volumes_than_one_request_can_exclude_are_kept_and_the_rest_saved() {
+    // GIVEN an instance of 44 volumes, 41 of them tagged to be skipped: more than the 40
+    // volumes one CreateSnapshots may exclude
+    let w = World::new(&[]).await;
+    w.snapshots_take(1.0, &[]);
+    let devices = devices(44);
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let instance = w.group("scratch", 1, &devices, 900).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    let (saved, skipped): (Vec<_>, Vec<_>) = volumes
+        .iter()
+        .partition(|(device, _)| ["/dev/sda1", "/dev/sdf", "/dev/sdg"].contains(&device.as_str()));
+    assert_eq!(skipped.len(), 41);
+    let mut tagging = w.ec2.create_tags().tags(
+        aws_sdk_ec2::types::Tag::builder()
+            .key("lifeboat:skip")
+            .value("true")
+            .build(),
+    );
+    for (_, volume) in &skipped {
+        tagging = tagging.resources(volume);
+    }
+    tagging.send().await.unwrap();
+    // WHEN the group terminates it
+    let events = w.terminate(&instance).await;
+    let report = w.deliver(&events[0]).await.unwrap();
+    // THEN the three volumes to save are snapshotted one by one (no request excludes more than
+    // 40), the rescue released, and every skipped volume outlives the instance, kept
+    assert_eq!(report.rescues[0].outcome, Outcome::Released, "{report:?}");
+    let ledger = w.ledger();
+    assert_eq!(ledger.calls("ec2:CreateSnapshots"), 0);
+    assert_eq!(ledger.needed("ec2:CreateSnapshot"), 3);
+    for (device, volume) in &saved {
+        let ours = snapshots_of(&w.ec2, volume).await;
+        assert_eq!(ours.len(), 1, "{device}");
+        assert_eq!(tag(&ours[0].2, "lifeboat:state"), Some("released"));
+    }
+    assert_eq!(w.instance_state(&instance).await, "terminated");
+    for (device, volume) in &skipped {
+        let kept = w
+            .volume(volume)
+            .await
+            .unwrap_or_else(|| panic!("{device} kept"));
+        assert_eq!(kept_reason(&kept), "excluded: tag lifeboat:skip");
+        assert!(snapshots_of(&w.ec2, volume).await.is_empty(), "{device}");
     }
     w.assert_no_data_lost();
 }

@@ -56,6 +56,9 @@ pub struct RescuedSet {
     /// When the instance began to wait, when lifeboat learnt it.
     pub held_since: Option<DateTime<Utc>>,
     pub result: SetResult,
+    /// Every snapshot says which device its volume was at (its descriptor tag). A set whose
+    /// record is incomplete cannot be restored by lifeboat as it stands.
+    pub record_complete: bool,
     pub volumes: Vec<RescuedVolume>,
 }
 
@@ -71,7 +74,10 @@ impl RescuedSet {
 /// A volume of a rescued set and the snapshot that stands for it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RescuedVolume {
+    /// The device the volume was attached at; `unknown` when the record does not say.
     pub device: String,
+    /// The record says the device (and type) of this volume.
+    pub placed: bool,
     pub volume_id: VolumeId,
     pub snapshot_id: Option<SnapshotId>,
     pub state: Option<SnapshotState>,
@@ -106,19 +112,27 @@ pub fn rescued_sets(snapshots: Vec<SnapshotFacts>) -> Vec<RescuedSet> {
             started_at: rescue.started_at(),
             held_since: rescue.action_started_at(),
             result: SetResult::of(rescue.state),
+            record_complete: rescue
+                .saved_volumes()
+                .iter()
+                .all(|v| v.descriptor.is_some()),
             volumes: rescue
                 .saved_volumes()
                 .into_iter()
                 .map(|saved| RescuedVolume {
-                    device: saved.descriptor.device.clone(),
+                    device: saved.device().to_owned(),
+                    placed: saved.descriptor.is_some(),
                     volume_id: saved.volume_id.clone(),
                     snapshot_id: saved.snapshot.map(|s| s.id.clone()),
                     state: saved.snapshot.map(|s| s.state),
                     progress: saved.snapshot.and_then(|s| s.progress.clone()),
                     size_gib: saved.snapshot.and_then(|s| s.volume_size_gib),
-                    volume_type: saved.descriptor.volume_type.clone(),
-                    iops: saved.descriptor.iops,
-                    throughput: saved.descriptor.throughput,
+                    volume_type: saved
+                        .descriptor
+                        .map(|d| d.volume_type.clone())
+                        .unwrap_or_default(),
+                    iops: saved.descriptor.and_then(|d| d.iops),
+                    throughput: saved.descriptor.and_then(|d| d.throughput),
                     encrypted: saved.snapshot.is_some_and(|s| s.encrypted),
                     kms_key_id: saved.snapshot.and_then(|s| s.kms_key_id.clone()),
                     volume_tags: saved
@@ -197,7 +211,11 @@ pub fn render(sets: &[RescuedSet]) -> String {
                     set.instance_id.to_string(),
                     set.group.to_string(),
                     tags::timestamp(set.started_at),
-                    set.result.as_str().to_owned(),
+                    if set.record_complete {
+                        set.result.as_str().to_owned()
+                    } else {
+                        format!("{} (record incomplete)", set.result.as_str())
+                    },
                     v.device.clone(),
                     v.volume_id.to_string(),
                     v.snapshot_id
@@ -397,5 +415,52 @@ mod tests {
         assert_eq!(sets[0].result, SetResult::FailedSafe);
         assert!(!sets[0].is_complete());
         assert!(render(&sets).contains("none"));
+    }
+
+    #[test]
+    fn a_snapshot_that_does_not_say_its_device_is_shown_and_marks_the_record_incomplete() {
+        // GIVEN a released set of three volumes whose descriptors went one by one: the third
+        // snapshot's own descriptor never got written
+        let of = |volume: &str, device: &str| {
+            label(
+                "i-0000000000000000a",
+                RescueState::Released,
+                "2026-11-20T10:00:00Z",
+                &[(volume, device)],
+            )
+        };
+        let sets = rescued_sets(vec![
+            snapshot(
+                "snap-0000000000000000a",
+                "vol-0000000000000000a",
+                SnapshotState::Completed,
+                &of("vol-0000000000000000a", "/dev/sdf"),
+            ),
+            snapshot(
+                "snap-0000000000000000b",
+                "vol-0000000000000000b",
+                SnapshotState::Completed,
+                &of("vol-0000000000000000b", "/dev/sdg"),
+            ),
+            snapshot(
+                "snap-0000000000000000c",
+                "vol-0000000000000000c",
+                SnapshotState::Completed,
+                &label(
+                    "i-0000000000000000a",
+                    RescueState::Released,
+                    "2026-11-20T10:00:00Z",
+                    &[],
+                ),
+            ),
+        ]);
+        // THEN the volume is listed, at an unknown device, and the record is incomplete
+        assert_eq!(sets[0].volumes.len(), 3);
+        assert!(!sets[0].record_complete);
+        let unplaced: Vec<_> = sets[0].volumes.iter().filter(|v| !v.placed).collect();
+        assert_eq!(unplaced.len(), 1);
+        assert_eq!(unplaced[0].volume_id.as_str(), "vol-0000000000000000c");
+        assert_eq!(unplaced[0].device, "unknown");
+        assert!(render(&sets).contains("released (record incomplete)"));
     }
 }

@@ -131,6 +131,25 @@ pub fn plan(
             set.instance_id
         )));
     }
+    let unplaced: Vec<String> = set
+        .volumes
+        .iter()
+        .filter(|v| !v.placed)
+        .map(|v| {
+            let snapshot = v
+                .snapshot_id
+                .as_ref()
+                .map_or_else(|| "no snapshot".to_owned(), ToString::to_string);
+            format!("{} ({snapshot})", v.volume_id)
+        })
+        .collect();
+    if !unplaced.is_empty() {
+        return Err(refused(format!(
+            "the record of the rescued set of {} is incomplete: nothing says at which device these volumes were attached: {}; create a volume from each snapshot by hand (aws ec2 create-volume --snapshot-id ...) and attach it where it belongs",
+            set.instance_id,
+            unplaced.join(", ")
+        )));
+    }
     let devices: BTreeSet<&str> = set.volumes.iter().map(|v| v.device.as_str()).collect();
     for from in request.device_map.keys() {
         if !devices.contains(from.as_str()) {

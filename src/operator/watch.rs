@@ -257,8 +257,10 @@ mod tests {
                 started_at: started,
                 held_since: Some(started - chrono::Duration::seconds(30)),
                 result: SetResult::InFlight,
+                record_complete: true,
                 volumes: vec![RescuedVolume {
                     device: "/dev/sdf".into(),
+                    placed: true,
                     volume_id: VolumeId::parse("vol-0000000000000000a").unwrap(),
                     snapshot_id: Some(SnapshotId::parse("snap-0000000000000000a").unwrap()),
                     state: Some(SnapshotState::Pending),

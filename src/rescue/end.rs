@@ -11,7 +11,7 @@ use tracing::{error, info, warn};
 use super::decision::FailSafeReason;
 use super::record::{descriptor_of, Rescue};
 use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
-use crate::aws::{ActionResult, AwsErrorKind, Cloud, Tags, VolumeFacts};
+use crate::aws::{ActionResult, AwsError, AwsErrorKind, Cloud, Tags, VolumeFacts};
 use crate::clock::Clock;
 use crate::ids::{InstanceId, ResourceId, VolumeId};
 use crate::report::{KeptVolume, Outcome, RescueReport};
@@ -56,7 +56,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 warn!(volume_id = %volume.id, device = volume.device, "an attached volume has no snapshot in this rescue yet; keeping it and taking one before release");
                 rescue
                     .volumes
-                    .insert(volume.id.clone(), descriptor_of(volume));
+                    .insert(volume.id.clone(), Some(descriptor_of(volume)));
             }
             // A safety net for the newcomer, not a condition: it needs its snapshot anyway.
             if let Err(err) = self.keep(rescue, &uncovered).await {
@@ -217,8 +217,10 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
     }
 
     /// Records a final state where the rescue's record lives: on every snapshot of the rescue,
-    /// or, while it has none, on the instance. The action is already completed: a failure here
-    /// is logged, not retried (the sweep's heartbeat will find the action over).
+    /// or, while it has none, on the instance; and completes the record: each snapshot says
+    /// which volume it is of (device, type), so the set can be restored. The action is already
+    /// completed: a failure here is logged, not retried (the sweep's heartbeat will find the
+    /// action over), and an incomplete record stays visible (`lifeboat list`).
     pub(super) async fn finish(&self, rescue: &mut Rescue, state: RescueState) {
         rescue.state = state;
         let (resources, tags): (Vec<ResourceId>, Tags) = if rescue.snapshots.is_empty() {
@@ -237,21 +239,49 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 tags::state_tags(state),
             )
         };
+        if let Err(err) = self.tag_when_visible(&resources, &tags).await {
+            warn!(error = %err, state = %state, "could not record the rescue's state");
+        }
+        self.describe_each_snapshot(rescue).await;
+    }
+
+    /// Writes each snapshot's own volume descriptor where it is missing (it did not fit in the
+    /// set's tags, or EC2 did not see the snapshot yet when it was written).
+    async fn describe_each_snapshot(&self, rescue: &mut Rescue) {
+        for (snapshot, volume, descriptor) in rescue.undescribed() {
+            let Some(descriptor) = descriptor else {
+                error!(snapshot_id = %snapshot, volume_id = %volume, "the rescued set's record is incomplete: nothing says which device this volume was; lifeboat restore cannot place it");
+                continue;
+            };
+            let resources = [ResourceId::Snapshot(snapshot.clone())];
+            let tags = Tags::from([(
+                format!("{}{volume}", tags::VOLUME_PREFIX),
+                descriptor.encode(),
+            )]);
+            match self.tag_when_visible(&resources, &tags).await {
+                Ok(()) => rescue.note_tags(&resources, &tags),
+                Err(err) => {
+                    error!(error = %err, snapshot_id = %snapshot, volume_id = %volume, "the rescued set's record is incomplete: could not say which device this volume was; lifeboat list marks it")
+                }
+            }
+        }
+    }
+
+    /// `CreateTags`, again after a pause while EC2 does not see a resource yet (its API is
+    /// eventually consistent).
+    async fn tag_when_visible(
+        &self,
+        resources: &[ResourceId],
+        tags: &Tags,
+    ) -> Result<(), AwsError> {
         let mut pauses = NOT_VISIBLE_YET_PAUSES.iter();
         loop {
-            match self.cloud.tag(&resources, &tags).await {
-                Ok(()) => return,
+            match self.cloud.tag(resources, tags).await {
                 Err(err) if err.is(AwsErrorKind::NotFound) => match pauses.next() {
                     Some(pause) => self.clock.sleep(*pause).await,
-                    None => {
-                        warn!(error = %err, state = %state, "could not record the rescue's state: EC2 does not see its snapshots yet");
-                        return;
-                    }
+                    None => return Err(err),
                 },
-                Err(err) => {
-                    warn!(error = %err, state = %state, "could not record the rescue's state");
-                    return;
-                }
+                result => return result,
             }
         }
     }

@@ -246,7 +246,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         rescue.volumes = plan
             .snapshot
             .iter()
-            .map(|v| (v.id.clone(), descriptor_of(v)))
+            .map(|v| (v.id.clone(), Some(descriptor_of(v))))
             .collect();
         if let Err(err) = self.keep_first(rescue, &plan).await {
             if err.waiting_can_fix() {

@@ -10,6 +10,10 @@ use crate::ids::VolumeId;
 
 use crate::tags::{MAX_TAGS_PER_RESOURCE, VOLUME_PREFIX};
 
+/// "CreateSnapshots" (EC2 API Reference), InstanceSpecification: at most 40 volume ids in
+/// `ExcludeDataVolumeIds` per request.
+pub const MAX_EXCLUDED_DATA_VOLUMES: usize = 40;
+
 /// Why a volume is not snapshotted. An excluded volume is kept instead: lifeboat sets its
 /// `DeleteOnTermination` to false, so no volume dies without a copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +138,10 @@ impl Plan {
                 }
             }
         }
-        // Copying the volumes' own tags must not push a snapshot past the limit, and must not
-        // copy a lifeboat label key over the one lifeboat writes.
+        // Copying the volumes' own tags must not push a snapshot past the limit (leaving room
+        // for its own descriptor when the descriptors go one by one), and must not copy a
+        // lifeboat label key over the one lifeboat writes.
+        let own_descriptor = usize::from(!one_by_one.is_empty());
         let most_volume_tags = self
             .snapshot
             .iter()
@@ -146,8 +152,8 @@ impl Plan {
             .snapshot
             .iter()
             .any(|v| v.tags.keys().any(|k| tags.contains_key(k)));
-        let copy_volume_tags =
-            !label_key_on_a_volume && tags.len() + most_volume_tags <= MAX_TAGS_PER_RESOURCE;
+        let copy_volume_tags = !label_key_on_a_volume
+            && tags.len() + own_descriptor + most_volume_tags <= MAX_TAGS_PER_RESOURCE;
         let request = SnapshotSetRequest {
             instance_id: instance.id.clone(),
             exclude_boot_volume: boot_excluded,
@@ -296,6 +302,48 @@ mod tests {
             plan(&instance(), &[], &settings(true)).request(&instance(), label, "d".into());
         assert_eq!(request.tags.len(), 9);
         assert_eq!(one_by_one.len(), 45);
+    }
+
+    #[test]
+    fn copied_tags_leave_room_for_the_descriptor_written_after_creation() {
+        // 9 label tags, descriptors that do not fit (so each snapshot gets its own afterwards)
+        // and a volume with 41 tags of its own: 9 + 41 fit, 9 + 41 + 1 do not.
+        let own: Vec<(String, String)> = (0..41)
+            .map(|i| (format!("k{i}"), "v".to_string()))
+            .collect();
+        let own: Vec<(&str, &str)> = own.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let label = |volumes: &[VolumeFacts]| -> Tags {
+            (0..9)
+                .map(|i| (format!("lifeboat:x{i}"), "v".to_string()))
+                .chain((0..42).map(|i| {
+                    let id = volumes
+                        .get(i)
+                        .map_or(format!("vol-1{i:07}"), |v| v.id.to_string());
+                    (
+                        format!("{VOLUME_PREFIX}{id}"),
+                        "device=/dev/sdx type=gp3".into(),
+                    )
+                }))
+                .collect()
+        };
+        let volumes = [
+            volume(1, "/dev/xvda", &[]),
+            volume(2, "/dev/sdf", &own[..40]),
+        ];
+        let (request, one_by_one) = plan(&instance(), &volumes, &settings(true)).request(
+            &instance(),
+            label(&volumes),
+            "d".into(),
+        );
+        assert_eq!(one_by_one.len(), 42);
+        assert!(request.copy_volume_tags, "9 + 40 + 1 fit in 50");
+        let volumes = [volume(1, "/dev/xvda", &[]), volume(2, "/dev/sdf", &own)];
+        let (request, _) = plan(&instance(), &volumes, &settings(true)).request(
+            &instance(),
+            label(&volumes),
+            "d".into(),
+        );
+        assert!(!request.copy_volume_tags, "9 + 41 + 1 would be 51");
     }
 
     #[test]

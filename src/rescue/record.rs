@@ -11,10 +11,11 @@ use tracing::warn;
 
 use super::decision::VolumeProgress;
 use super::{rescue_error, RescueError, Termination};
+use crate::aws::Tags;
 use crate::aws::{
     AwsError, InstanceFacts, SnapshotFacts, SnapshotQuery, SnapshotState, VolumeFacts,
 };
-use crate::ids::{ActionRef, ActionToken, InstanceId, SnapshotId, VolumeId};
+use crate::ids::{ActionRef, ActionToken, InstanceId, ResourceId, SnapshotId, VolumeId};
 use crate::report::{KeptVolume, Outcome, RescueReport, VolumeReport};
 use crate::tags::{self, InstanceRecord, RescueState, SnapshotLabel, VolumeDescriptor};
 
@@ -29,8 +30,10 @@ pub struct Rescue {
     pub(super) started_at: DateTime<Utc>,
     pub(super) action_started_at: Option<DateTime<Utc>>,
     pub state: RescueState,
-    /// The volumes that need a completed snapshot, with what they looked like.
-    pub(super) volumes: BTreeMap<VolumeId, VolumeDescriptor>,
+    /// The volumes that need a completed snapshot, with what they looked like: `None` for a
+    /// volume whose snapshot of this rescue does not say it (its descriptor tag went missing),
+    /// which a restore cannot place until it is known.
+    pub(super) volumes: BTreeMap<VolumeId, Option<VolumeDescriptor>>,
     pub(super) snapshots: BTreeMap<SnapshotId, SnapshotFacts>,
     pub(super) renewed_at: Option<DateTime<Utc>>,
     /// The instance as EC2 last described it (its boot device, its tags).
@@ -166,7 +169,12 @@ impl Rescue {
         for (id, descriptor) in &label.volumes {
             self.volumes
                 .entry(id.clone())
-                .or_insert_with(|| descriptor.clone());
+                .or_default()
+                .get_or_insert_with(|| descriptor.clone());
+        }
+        // A snapshot's own volume is one of the rescue's, described or not.
+        if let Some(volume) = &snapshot.volume_id {
+            self.volumes.entry(volume.clone()).or_default();
         }
         self.snapshots.insert(snapshot.id.clone(), snapshot);
     }
@@ -208,6 +216,45 @@ impl Rescue {
                 volume_id: id.clone(),
                 attempts: self.attempts(id).iter().map(|s| s.state).collect(),
             })
+            .collect()
+    }
+
+    /// Tags written on these snapshots, as EC2 now has them.
+    pub(super) fn note_tags(&mut self, snapshots: &[ResourceId], tags: &Tags) {
+        for id in snapshots {
+            if let ResourceId::Snapshot(id) = id {
+                if let Some(snapshot) = self.snapshots.get_mut(id) {
+                    snapshot.tags.extend(tags.clone());
+                }
+            }
+        }
+    }
+
+    /// The snapshots of this rescue that do not carry their own volume's descriptor, with the
+    /// descriptor when this invocation knows it.
+    pub(super) fn undescribed(&self) -> Vec<(SnapshotId, VolumeId, Option<VolumeDescriptor>)> {
+        self.snapshots
+            .values()
+            .filter_map(|s| {
+                let volume = s.volume_id.clone()?;
+                let key = format!("{}{volume}", tags::VOLUME_PREFIX);
+                if s.tags.contains_key(&key) {
+                    return None;
+                }
+                let known = self.volumes.get(&volume).cloned().flatten().or_else(|| {
+                    let (_, attached) = self.attached.as_ref()?;
+                    attached.iter().find(|v| v.id == volume).map(descriptor_of)
+                });
+                Some((s.id.clone(), volume, known))
+            })
+            .collect()
+    }
+
+    /// The descriptors known, for a new snapshot's label.
+    pub(super) fn descriptors(&self) -> BTreeMap<VolumeId, VolumeDescriptor> {
+        self.volumes
+            .iter()
+            .filter_map(|(id, d)| Some((id.clone(), d.clone()?)))
             .collect()
     }
 
@@ -283,7 +330,7 @@ impl Rescue {
                 });
                 SavedVolume {
                     volume_id: id,
-                    descriptor,
+                    descriptor: descriptor.as_ref(),
                     snapshot: best,
                     attempts: attempts.len() as u32,
                 }
@@ -296,7 +343,7 @@ impl Rescue {
             .saved_volumes()
             .into_iter()
             .map(|saved| VolumeReport {
-                device: saved.descriptor.device.clone(),
+                device: saved.device().to_owned(),
                 volume_id: saved.volume_id.clone(),
                 snapshot_id: saved.snapshot.map(|s| s.id.clone()),
                 state: saved.snapshot.map(|s| s.state),
@@ -324,10 +371,23 @@ impl Rescue {
 #[derive(Debug, Clone, Copy)]
 pub struct SavedVolume<'a> {
     pub volume_id: &'a VolumeId,
-    pub descriptor: &'a VolumeDescriptor,
+    /// `None` when no snapshot of the rescue describes the volume (its descriptor tag is
+    /// missing): a restore cannot place it.
+    pub descriptor: Option<&'a VolumeDescriptor>,
     /// `None` when no snapshot of this volume counts yet.
     pub snapshot: Option<&'a SnapshotFacts>,
     pub attempts: u32,
+}
+
+/// What stands in for the device of a volume whose descriptor is missing.
+pub const UNKNOWN_DEVICE: &str = "unknown";
+
+impl SavedVolume<'_> {
+    /// The device the volume was attached at, or `unknown`.
+    pub fn device(&self) -> &str {
+        self.descriptor
+            .map_or(UNKNOWN_DEVICE, |d| d.device.as_str())
+    }
 }
 
 /// What a volume looked like when its rescue started: enough to restore it elsewhere.

@@ -6,9 +6,9 @@
 
 use std::collections::BTreeSet;
 
-use tracing::{error, warn};
+use tracing::{debug, error, warn};
 
-use super::plan::Plan;
+use super::plan::{Plan, MAX_EXCLUDED_DATA_VOLUMES};
 use super::record::Rescue;
 use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
 use crate::aws::{AwsError, AwsErrorKind, Cloud, InstanceFacts, SnapshotRequest};
@@ -59,9 +59,22 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         let label = rescue.label(
             tags::new_set_id(self.clock.now()),
             attempt,
-            rescue.volumes.clone(),
+            rescue.descriptors(),
         );
         let (request, one_by_one) = plan.request(&instance, label.tags(), rescue.description());
+        if request.exclude_data_volumes.len() > MAX_EXCLUDED_DATA_VOLUMES {
+            // EC2 takes at most 40 excluded volumes in one CreateSnapshots: snapshot the
+            // rescue's volumes one by one instead (each crash-consistent on its own, not across
+            // volumes); the volumes left out are kept all the same.
+            warn!(
+                excluded = request.exclude_data_volumes.len(),
+                "more volumes left out than one CreateSnapshots can exclude; snapshotting the rescue's volumes one by one (not crash-consistent across volumes)"
+            );
+            let volumes: Vec<VolumeId> = plan.snapshot.iter().map(|v| v.id.clone()).collect();
+            return self
+                .snapshot_each(rescue, &volumes, "snapshotting the volume on its own")
+                .await;
+        }
         let created = match self.cloud.create_snapshot_set(&request).await {
             Ok(created) => created,
             Err(err) => return Ok(self.refusal(rescue, err)),
@@ -81,8 +94,13 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 .filter(|s| s.volume_id.as_ref() == Some(&volume_id))
                 .map(|s| ResourceId::Snapshot(s.id.clone()))
                 .collect();
-            if let Err(err) = self.cloud.tag(&ids, &tags).await {
-                warn!(error = %err, volume_id = %volume_id, "could not tag a snapshot with its volume's descriptor");
+            match self.cloud.tag(&ids, &tags).await {
+                Ok(()) => rescue.note_tags(&ids, &tags),
+                // Often EC2 does not see a snapshot this young yet: the descriptor is written
+                // when the rescue's state is (see `finish`).
+                Err(err) => {
+                    debug!(error = %err, volume_id = %volume_id, "could not tag a snapshot with its volume's descriptor yet")
+                }
             }
         }
         Ok(Attempt::Made)
@@ -117,9 +135,20 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         rescue: &mut Rescue,
         volumes: &[VolumeId],
     ) -> Result<Attempt, RescueError> {
+        self.snapshot_each(rescue, volumes, "snapshotting the volume again")
+            .await
+    }
+
+    /// One `CreateSnapshot` for each of these volumes, `why` in the log.
+    async fn snapshot_each(
+        &self,
+        rescue: &mut Rescue,
+        volumes: &[VolumeId],
+        why: &str,
+    ) -> Result<Attempt, RescueError> {
         for volume_id in volumes {
             let attempt = rescue.attempts(volume_id).len() as u32 + 1;
-            let descriptor = rescue.volumes.get(volume_id).cloned();
+            let descriptor = rescue.volumes.get(volume_id).cloned().flatten();
             let label = rescue.label(
                 tags::new_set_id(self.clock.now()),
                 attempt,
@@ -135,7 +164,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             };
             match self.cloud.create_snapshot(&request).await {
                 Ok(mut snapshot) => {
-                    warn!(volume_id = %volume_id, attempt, snapshot_id = %snapshot.id, "snapshotting the volume again");
+                    warn!(volume_id = %volume_id, attempt, snapshot_id = %snapshot.id, "{why}");
                     snapshot.start_time.get_or_insert(self.clock.now());
                     rescue.absorb(snapshot, &label);
                 }

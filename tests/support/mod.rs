@@ -654,6 +654,17 @@ pub async fn snapshot_encryption(
         .collect()
 }
 
+/// `count` device names for a wide instance: the boot volume (/dev/sda1) first, then
+/// /dev/sdf…/dev/sdz and /dev/xvdb…/dev/xvdz (at most 47).
+pub fn devices(count: usize) -> Vec<String> {
+    let letters = |from: u8| (from..=b'z').map(char::from);
+    std::iter::once("/dev/sda1".to_owned())
+        .chain(letters(b'f').map(|c| format!("/dev/sd{c}")))
+        .chain(letters(b'b').map(|c| format!("/dev/xvd{c}")))
+        .take(count)
+        .collect()
+}
+
 pub fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
     tags.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
 }
