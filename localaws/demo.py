@@ -39,6 +39,7 @@ class Demo:
         self.invoke_port = invoke_port
         self.function = function
         self.started = time.time()
+        self.last_output = ""
         session = boto3.session.Session(aws_access_key_id="test", aws_secret_access_key="test", region_name="us-east-1")
         self.ec2 = session.client("ec2", endpoint_url=endpoint)
         self.asg = session.client("autoscaling", endpoint_url=endpoint)
@@ -180,6 +181,7 @@ class Demo:
         result = subprocess.run([self.lifeboat, *args], env=self.operator_env(), capture_output=True, text=True, timeout=600)
         print(f"\n$ lifeboat {' '.join(args)}")
         print(result.stdout.rstrip())
+        self.last_output = result.stdout
         if result.stderr.strip():
             print(result.stderr.rstrip())
         return result.returncode
@@ -206,24 +208,41 @@ class Demo:
             if tags.get("lifeboat:restored-from-volume") != self.volumes[device]:
                 print(f"  restore did not put {device} back: {tags}")
                 ok = False
-        self.legacy_group()
+        legacy = self.legacy_group()
         status = self.operator(["audit"])
         if status != 2:
             print(f"  audit should exit 2 (a high severity finding in legacy-db), exited {status}")
             ok = False
+        if not any(legacy in line and "(boot)" in line for line in self.last_output.splitlines()):
+            print(f"  audit should name {legacy}'s root volume, where its databases live")
+            ok = False
         return ok
 
     def legacy_group(self):
-        """A second group from the same template with no hook at all: the story's risk."""
+        """A second group with no hook at all, of the story's own machine: the API, PostgreSQL
+        and MongoDB in containers on one root volume, deleted on termination. Its instance."""
+        self.ec2.create_launch_template(
+            LaunchTemplateName="legacy-docker-template",
+            LaunchTemplateData={
+                "ImageId": "ami-0123456789abcdef0",
+                "InstanceType": "m5.large",
+                "BlockDeviceMappings": [
+                    {"DeviceName": "/dev/sda1", "Ebs": {"VolumeSize": 100, "VolumeType": "gp3", "DeleteOnTermination": True}}
+                ],
+            },
+        )
         self.asg.create_auto_scaling_group(
             AutoScalingGroupName="legacy-db",
-            LaunchTemplate={"LaunchTemplateName": "api-db-template"},
+            LaunchTemplate={"LaunchTemplateName": "legacy-docker-template"},
             MinSize=1,
             MaxSize=1,
             DesiredCapacity=1,
             AvailabilityZones=["us-east-1a"],
         )
-        print("\n(a legacy group, legacy-db, runs the same template with no termination hook)")
+        group = self.asg.describe_auto_scaling_groups(AutoScalingGroupNames=["legacy-db"])["AutoScalingGroups"][0]
+        instance = group["Instances"][0]["InstanceId"]
+        print(f"\n(a legacy group, legacy-db, with no termination hook: {instance} runs the API and both databases in containers on its one root volume)")
+        return instance
 
     def verdict(self):
         print("\nrescued volumes:\n")

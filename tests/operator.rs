@@ -11,7 +11,7 @@ use aws_sdk_autoscaling::types::{InstanceLifecyclePolicy, RetentionAction, Reten
 use serde_json::Value;
 
 use lifeboat::report::Outcome;
-use support::{snapshots_of, World, DATA_KEY, REGION};
+use support::{devices, snapshots_of, World, DATA_KEY, REGION};
 
 const STORY_DEVICES: [&str; 3] = ["/dev/sda1", "/dev/sdf", "/dev/sdg"];
 
@@ -487,6 +487,100 @@ async fn restore_puts_the_rescued_set_back_on_a_new_instance_as_it_was() {
 }
 
 #[tokio::test]
+async fn a_set_of_42_volumes_one_with_40_tags_of_its_own_keeps_a_complete_record() {
+    let w = World::new(&[("LIFEBOAT_INLINE_WAIT_SECONDS", "60")]).await;
+    w.snapshots_take(1.0, &[]);
+    // GIVEN an instance of 42 volumes — more descriptors than fit in one snapshot's 50 tags, so
+    // each snapshot is told its own volume after EC2 created it (when EC2 may not see it yet) —
+    // one of them carrying 40 tags of its own
+    let devices = devices(42);
+    let devices: Vec<&str> = devices.iter().map(String::as_str).collect();
+    let instance = w.group("wide", 1, &devices, 900).await.remove(0);
+    let volumes = w.volumes_of(&instance).await;
+    assert_eq!(volumes.len(), 42);
+    let heavy = volume_of(&volumes, "/dev/sdf");
+    let mut tagging = w.ec2.create_tags().resources(heavy);
+    for n in 0..40 {
+        tagging = tagging.tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(format!("team:{n:02}"))
+                .value("db")
+                .build(),
+        );
+    }
+    tagging.send().await.unwrap();
+    // WHEN the group terminates it
+    w.asg
+        .terminate_instance_in_auto_scaling_group()
+        .instance_id(&instance)
+        .should_decrement_desired_capacity(true)
+        .send()
+        .await
+        .unwrap();
+    let event = w
+        .take_events_of("EC2 Instance-terminate Lifecycle Action")
+        .remove(0);
+    assert_eq!(
+        w.deliver(&event).await.unwrap().rescues[0].outcome,
+        Outcome::Released
+    );
+    // THEN the record is complete: every volume placed at its device, nothing marked
+    // incomplete. (The heavy volume's 40 tags, with the 3 kept-first tags and lifeboat's label,
+    // would pass 50 on its snapshot: the set is taken without copying the volumes' tags rather
+    // than refused.)
+    let output = run(&w, &["list", "--instance", &instance, "--json"]).await;
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let sets: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let set = &sets[0];
+    assert_eq!(set["record_complete"], true, "{set:#}");
+    let listed = set["volumes"].as_array().unwrap();
+    assert_eq!(listed.len(), 42);
+    for (device, volume) in &volumes {
+        let entry = listed
+            .iter()
+            .find(|v| v["volume_id"] == volume.as_str())
+            .unwrap();
+        assert_eq!(entry["device"], device.as_str());
+        assert_eq!(entry["placed"], true);
+        assert_eq!(entry["state"], "completed");
+    }
+    let heavy_entry = listed.iter().find(|v| v["volume_id"] == heavy).unwrap();
+    assert_eq!(heavy_entry["volume_tags"].as_object().unwrap().len(), 0);
+    let table = text(&run(&w, &["list", "--instance", &instance]).await.stdout);
+    assert!(!table.contains("record incomplete"), "{table}");
+
+    // WHEN a snapshot's descriptor is lost all the same (removed by hand)
+    let snapshot = heavy_entry["snapshot_id"].as_str().unwrap();
+    w.ec2
+        .delete_tags()
+        .resources(snapshot)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key(format!("lifeboat:volume:{heavy}"))
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    // THEN list marks the set, and restore refuses, naming the volume it cannot place
+    let table = text(&run(&w, &["list", "--instance", &instance]).await.stdout);
+    assert!(table.contains("released (record incomplete)"), "{table}");
+    assert!(table.contains("unknown"), "{table}");
+    let new = standalone(&w, "us-east-1a").await;
+    let before = volume_count(&w).await;
+    let output = run(&w, &["restore", "--instance", &instance, "--to", &new]).await;
+    assert_eq!(output.status.code(), Some(1));
+    let error = text(&output.stderr);
+    assert!(
+        error.contains("record of the rescued set")
+            && error.contains(&format!("{heavy} ({snapshot})")),
+        "{error}"
+    );
+    assert_eq!(volume_count(&w).await, before);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
 async fn restore_refuses_a_set_that_is_not_complete() {
     let w = World::new(&[("LIFEBOAT_INLINE_WAIT_SECONDS", "0")]).await;
     // GIVEN a rescue still in flight
@@ -586,7 +680,7 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
         has(
             "story",
             "high",
-            "data volumes deleted on termination with no snapshot"
+            "volumes deleted on termination with no snapshot"
         ),
         "{findings:#?}"
     );
@@ -615,7 +709,7 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
     assert!(has(
         "guarded",
         "low",
-        "data volumes deleted on termination (a recent snapshot exists)"
+        "volumes deleted on termination (a recent snapshot exists)"
     ));
     let story_volume = findings
         .iter()
@@ -625,10 +719,13 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
         .as_str()
         .unwrap()
         .contains("/dev/sdf"));
-    assert!(!story_volume["finding"]
-        .as_str()
-        .unwrap()
-        .contains("/dev/sda1"));
+    assert!(
+        story_volume["finding"]
+            .as_str()
+            .unwrap()
+            .contains(" (boot)"),
+        "the boot volume dies with the instance too"
+    );
 
     // WHEN only the guarded group is audited THEN it passes the gate, as a table
     let output = run(&w, &["audit", "--group", "guarded"]).await;

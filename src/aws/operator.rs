@@ -33,6 +33,8 @@ pub struct InstanceView {
     pub availability_zone: String,
     pub root_device_name: Option<String>,
     pub devices: Vec<DeviceView>,
+    /// Tagged `lifeboat:stateless=true`: nothing on it needs to survive.
+    pub stateless: bool,
 }
 
 /// An EBS volume in an instance's block device mapping.
@@ -85,6 +87,16 @@ pub struct VolumeStatus {
     pub state: String,
     /// (instance, device, `attaching` / `attached` …)
     pub attachment: Option<(String, String, String)>,
+    /// Tagged `lifeboat:stateless=true`: nothing on it needs to survive.
+    pub stateless: bool,
+}
+
+/// Tags that say `lifeboat:stateless=true`.
+fn marked_stateless(tags: &[aws_sdk_ec2::types::Tag]) -> bool {
+    tags.iter().any(|t| {
+        t.key() == Some(crate::tags::STATELESS)
+            && t.value().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+    })
 }
 
 /// The AWS calls of the operator's commands, on the operator's own credentials.
@@ -220,6 +232,7 @@ impl OperatorAws {
                             .to_owned(),
                         root_device_name: instance.root_device_name().map(str::to_owned),
                         devices,
+                        stateless: marked_stateless(instance.tags()),
                     });
                 }
             }
@@ -376,6 +389,7 @@ impl OperatorAws {
                             .map(|s| s.as_str().to_owned())
                             .unwrap_or_default(),
                         attachment,
+                        stateless: marked_stateless(volume.tags()),
                     });
                 }
             }

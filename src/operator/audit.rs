@@ -1,9 +1,9 @@
 //! `lifeboat audit`: the risks of the story, group by group — no termination hook that reaches
 //! lifeboat, a heartbeat timeout lifeboat cannot hold, a default result that lets the
-//! termination through, no retention on ABANDON, and data volumes that die with their instance
+//! termination through, no retention on ABANDON, and volumes — the boot volume too — that die with their instance
 //! and have no recent snapshot. Each finding has a severity and a one-line fix.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -14,6 +14,7 @@ use crate::aws::operator::{GroupView, HookView, InstanceView, OperatorAws};
 use crate::aws::GroupScope;
 use crate::config::check_overrides;
 use crate::ids::{HookName, InstanceId, VolumeId};
+use crate::tags::STATELESS;
 
 pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 /// A global limit under this is short for a first snapshot of a large volume.
@@ -67,6 +68,8 @@ pub struct GroupFacts {
     pub instances: Vec<InstanceView>,
     /// The start of the latest completed snapshot of each volume that has one.
     pub latest_snapshots: BTreeMap<VolumeId, DateTime<Utc>>,
+    /// The volumes tagged `lifeboat:stateless=true`.
+    pub stateless_volumes: BTreeSet<VolumeId>,
 }
 
 /// The findings for one group, most severe first.
@@ -210,14 +213,16 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         .map(|(id, state)| (id, state.as_str()))
         .collect();
     for instance in &facts.instances {
-        if !member.contains_key(&instance.id) || instance.state.is_gone() {
+        if !member.contains_key(&instance.id) || instance.state.is_gone() || instance.stateless {
             continue;
         }
+        // The boot volume counts: on a machine that runs its databases in containers, the
+        // data lives there (the story's instance), and EC2 deletes it on termination by default.
         let doomed: Vec<_> = instance
             .devices
             .iter()
             .filter(|d| d.delete_on_termination)
-            .filter(|d| instance.root_device_name.as_deref() != Some(d.device.as_str()))
+            .filter(|d| !facts.stateless_volumes.contains(&d.volume_id))
             .collect();
         if doomed.is_empty() {
             continue;
@@ -229,10 +234,18 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
                 .get(&d.volume_id)
                 .is_none_or(|at| *at < floor)
         });
+        let boot = instance.root_device_name.as_deref();
         let describe = |devices: &[&&crate::aws::operator::DeviceView]| {
             devices
                 .iter()
-                .map(|d| format!("{} {}", d.device, d.volume_id))
+                .map(|d| {
+                    let role = if Some(d.device.as_str()) == boot {
+                        " (boot)"
+                    } else {
+                        ""
+                    };
+                    format!("{} {}{role}", d.device, d.volume_id)
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -241,7 +254,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
                 if protected { Severity::Medium } else { Severity::High },
                 instance.id.to_string(),
                 format!(
-                    "data volumes deleted on termination with no snapshot in the last {}: {}{}",
+                    "volumes deleted on termination with no snapshot in the last {}: {}{}",
                     human(settings.snapshot_age),
                     describe(&stale),
                     if protected {
@@ -251,8 +264,8 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
                     }
                 ),
                 format!(
-                    "take a copy now: aws ec2 create-snapshots --instance-specification InstanceId={},ExcludeBootVolume=true --copy-tags-from-source volume; schedule them with Data Lifecycle Manager or AWS Backup",
-                    instance.id
+                    "take a copy now: aws ec2 create-snapshots --instance-specification InstanceId={id} --copy-tags-from-source volume; schedule them with Data Lifecycle Manager or AWS Backup (or, if nothing on it matters, tag it: aws ec2 create-tags --resources {id} --tags Key={STATELESS},Value=true)",
+                    id = instance.id
                 ),
             );
         }
@@ -261,7 +274,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
                 Severity::Low,
                 instance.id.to_string(),
                 format!(
-                    "data volumes deleted on termination (a recent snapshot exists): {}",
+                    "volumes deleted on termination (a recent snapshot exists): {}",
                     describe(&fresh)
                 ),
                 format!(
@@ -315,6 +328,17 @@ pub async fn audit(
             .iter()
             .flat_map(|i| i.devices.iter().map(|d| d.volume_id.clone()))
             .collect();
+        let stateless_volumes = if volumes.is_empty() {
+            BTreeSet::new()
+        } else {
+            aws.volumes(&volumes)
+                .await
+                .map_err(aws_error(format!("reading the volumes of {}", group.name)))?
+                .into_iter()
+                .filter(|v| v.stateless)
+                .map(|v| v.id)
+                .collect()
+        };
         let latest_snapshots = if volumes.is_empty() {
             BTreeMap::new()
         } else {
@@ -330,6 +354,7 @@ pub async fn audit(
             hooks,
             instances,
             latest_snapshots,
+            stateless_volumes,
         };
         all.extend(findings(&facts, settings, now));
     }

@@ -42,6 +42,7 @@ fn instance(id: &str) -> InstanceView {
                 delete_on_termination: true,
             },
         ],
+        stateless: false,
     }
 }
 
@@ -62,12 +63,18 @@ fn facts(
         instances: vec![db],
         latest_snapshots: snapshot_days_ago
             .map(|days| {
-                BTreeMap::from([(
-                    VolumeId::parse("vol-0000000000000000b").unwrap(),
-                    now - chrono::Duration::days(days),
-                )])
+                ["vol-0000000000000000a", "vol-0000000000000000b"]
+                    .into_iter()
+                    .map(|id| {
+                        (
+                            VolumeId::parse(id).unwrap(),
+                            now - chrono::Duration::days(days),
+                        )
+                    })
+                    .collect()
             })
             .unwrap_or_default(),
+        stateless_volumes: BTreeSet::new(),
     }
 }
 
@@ -90,7 +97,7 @@ fn the_storys_group_has_every_high_risk() {
             (Severity::High, "no termination lifecycle hook"),
             (
                 Severity::High,
-                "data volumes deleted on termination with no snapshot in the last 7d 00h"
+                "volumes deleted on termination with no snapshot in the last 7d 00h"
             ),
             (
                 Severity::Medium,
@@ -100,8 +107,11 @@ fn the_storys_group_has_every_high_risk() {
     );
     assert!(found[1].finding.contains("/dev/sdf vol-0000000000000000b"));
     assert!(
-        !found[1].finding.contains("/dev/xvda"),
-        "the boot volume is not a data volume"
+        found[1]
+            .finding
+            .contains("/dev/xvda vol-0000000000000000a (boot)"),
+        "the boot volume dies with the instance too: {}",
+        found[1].finding
     );
     assert!(found[0].fix.contains("--default-result ABANDON"));
 }
@@ -123,7 +133,7 @@ fn a_well_set_group_has_only_the_low_note_of_its_data_volume() {
         summary(&found),
         [(
             Severity::Low,
-            "data volumes deleted on termination (a recent snapshot exists)"
+            "volumes deleted on termination (a recent snapshot exists)"
         )]
     );
 }
@@ -203,4 +213,38 @@ fn a_short_global_limit_is_a_low_note() {
         !found.iter().any(|f| f.severity > Severity::Low),
         "{found:#?}"
     );
+}
+
+#[test]
+fn a_single_root_volume_instance_is_the_storys_risk_unless_marked_stateless() {
+    // GIVEN the story's machine: API, PostgreSQL and MongoDB in containers on one root volume,
+    // deleted on termination, never snapshotted, in a group with no hook
+    let now = Utc::now();
+    let mut facts = facts(vec![], true, None, now);
+    facts.instances[0].devices.truncate(1);
+    // THEN it is a high finding naming the boot volume
+    let found = findings(&facts, &settings(), now);
+    let risk = found
+        .iter()
+        .find(|f| f.subject == "i-0000000000000000a")
+        .expect("the instance is flagged");
+    assert_eq!(risk.severity, Severity::High);
+    assert!(risk
+        .finding
+        .contains("/dev/xvda vol-0000000000000000a (boot)"));
+    assert!(risk.fix.contains("Key=lifeboat:stateless,Value=true"));
+    // WHEN the volume, or the whole instance, is marked stateless THEN it is not counted
+    let mut volume_marked = facts.clone();
+    volume_marked
+        .stateless_volumes
+        .insert(VolumeId::parse("vol-0000000000000000a").unwrap());
+    let mut instance_marked = facts.clone();
+    instance_marked.instances[0].stateless = true;
+    for marked in [volume_marked, instance_marked] {
+        let found = findings(&marked, &settings(), now);
+        assert!(
+            found.iter().all(|f| f.subject != "i-0000000000000000a"),
+            "{found:?}"
+        );
+    }
 }

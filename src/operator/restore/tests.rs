@@ -8,6 +8,7 @@ use crate::operator::list::{RescuedVolume, SetResult};
 fn volume(device: &str, id: &str, state: Option<SnapshotState>) -> RescuedVolume {
     RescuedVolume {
         device: device.into(),
+        placed: true,
         volume_id: VolumeId::parse(id).unwrap(),
         snapshot_id: state.map(|_| SnapshotId::parse(&id.replace("vol-", "snap-")).unwrap()),
         state,
@@ -30,6 +31,7 @@ fn set(volumes: Vec<RescuedVolume>) -> RescuedSet {
         started_at: Utc::now(),
         held_since: None,
         result: SetResult::Released,
+        record_complete: true,
         volumes,
     }
 }
@@ -49,6 +51,7 @@ fn new_instance(state: InstanceState, devices: &[&str]) -> InstanceView {
                 delete_on_termination: true,
             })
             .collect(),
+        stateless: false,
     }
 }
 
@@ -136,7 +139,17 @@ fn refusals_come_before_any_change_and_say_what_to_do() {
     let running: &'static InstanceView = Box::leak(Box::new(running));
     let stopping: &'static InstanceView = Box::leak(Box::new(stopping));
     let free: &'static InstanceView = Box::leak(Box::new(free));
+    let mut unplaced = complete();
+    unplaced.volumes[1].placed = false;
+    unplaced.volumes[1].device = "unknown".into();
+    unplaced.record_complete = false;
     let cases: Vec<(RescuedSet, RestoreRequest, TargetFacts<'_>, &str)> = vec![
+        (
+            unplaced,
+            request(&[]),
+            on(free),
+            "record of the rescued set of i-0000000000000000a is incomplete: nothing says at which device these volumes were attached: vol-",
+        ),
         (
             incomplete,
             request(&[]),
