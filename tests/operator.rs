@@ -61,16 +61,7 @@ async fn rescue(w: &World, name: &str) -> (Outcome, String, Vec<(String, String)
             .await
             .unwrap();
     }
-    w.asg
-        .terminate_instance_in_auto_scaling_group()
-        .instance_id(&instance)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .unwrap();
-    let event = w
-        .take_events_of("EC2 Instance-terminate Lifecycle Action")
-        .remove(0);
+    let event = w.terminate(&instance).await.remove(0);
     let outcome = w.deliver(&event).await.unwrap().rescues[0].outcome;
     (outcome, instance, volumes)
 }
@@ -96,16 +87,7 @@ async fn list_shows_each_rescued_set_with_its_result_and_every_device() {
             &["error", "error", "error"],
         )],
     );
-    w.asg
-        .terminate_instance_in_auto_scaling_group()
-        .instance_id(&cache_instance)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .unwrap();
-    let event = w
-        .take_events_of("EC2 Instance-terminate Lifecycle Action")
-        .remove(0);
+    let event = w.terminate(&cache_instance).await.remove(0);
     assert_eq!(
         w.deliver(&event).await.unwrap().rescues[0].outcome,
         Outcome::FailedSafe
@@ -510,16 +492,7 @@ async fn a_set_of_42_volumes_one_with_40_tags_of_its_own_keeps_a_complete_record
     }
     tagging.send().await.unwrap();
     // WHEN the group terminates it
-    w.asg
-        .terminate_instance_in_auto_scaling_group()
-        .instance_id(&instance)
-        .should_decrement_desired_capacity(true)
-        .send()
-        .await
-        .unwrap();
-    let event = w
-        .take_events_of("EC2 Instance-terminate Lifecycle Action")
-        .remove(0);
+    let event = w.terminate(&instance).await.remove(0);
     assert_eq!(
         w.deliver(&event).await.unwrap().rescues[0].outcome,
         Outcome::Released
