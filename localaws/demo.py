@@ -71,6 +71,8 @@ class Demo:
             MaxSize=2,
             DesiredCapacity=1,
             AvailabilityZones=["us-east-1a"],
+            # The template's default GroupScope: the role completes only tagged groups' actions.
+            Tags=[{"Key": "lifeboat:protected", "Value": "true", "PropagateAtLaunch": False}],
         )
         self.asg.put_lifecycle_hook(
             AutoScalingGroupName=GROUP,

@@ -29,6 +29,10 @@ pub const ATTEMPT: &str = "lifeboat:attempt";
 /// `lifeboat:volume:<volume id>` → that volume's descriptor.
 pub const VOLUME_PREFIX: &str = "lifeboat:volume:";
 
+/// `true` on an Auto Scaling group whose lifecycle actions lifeboat's role may hold and complete
+/// (the template's default `GroupScope=tagged`, when its `Groups` is empty).
+pub const PROTECTED: &str = "lifeboat:protected";
+
 /// `true` on an instance or a volume whose data nobody needs back: `lifeboat audit` does not
 /// count it (the rescue still saves it; the skip tag is what leaves a volume out of a rescue).
 pub const STATELESS: &str = "lifeboat:stateless";

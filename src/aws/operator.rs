@@ -45,13 +45,14 @@ pub struct DeviceView {
     pub delete_on_termination: bool,
 }
 
-/// An Auto Scaling group: its instances (with their life-cycle state) and whether an
-/// abandoned termination hook retains the instance.
+/// An Auto Scaling group: its instances (with their life-cycle state), whether an abandoned
+/// termination hook retains the instance, and whether it is tagged `lifeboat:protected=true`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GroupView {
     pub name: GroupName,
     pub instances: Vec<(InstanceId, String)>,
     pub retains_on_hook_abandon: bool,
+    pub tagged_protected: bool,
 }
 
 /// A lifecycle hook of a group.
@@ -267,10 +268,15 @@ impl OperatorAws {
                 .and_then(|p| p.retention_triggers())
                 .and_then(|t| t.terminate_hook_abandon())
                 == Some(&RetentionAction::Retain);
+            let tagged_protected = group.tags().iter().any(|t| {
+                t.key() == Some(crate::tags::PROTECTED)
+                    && t.value().is_some_and(|v| v.eq_ignore_ascii_case("true"))
+            });
             groups.push(GroupView {
                 name,
                 instances,
                 retains_on_hook_abandon,
+                tagged_protected,
             });
         }
         groups.sort_by(|a, b| a.name.cmp(&b.name));

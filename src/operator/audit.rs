@@ -1,7 +1,8 @@
 //! `lifeboat audit`: the risks of the story, group by group — no termination hook that reaches
 //! lifeboat, a heartbeat timeout lifeboat cannot hold, a default result that lets the
-//! termination through, no retention on ABANDON, and volumes — the boot volume too — that die with their instance
-//! and have no recent snapshot. Each finding has a severity and a one-line fix.
+//! termination through, no retention on ABANDON, and volumes — the boot volume too — that die
+//! with their instance and have no recent snapshot (unless marked `lifeboat:stateless`). Each
+//! finding has a severity and a one-line fix.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -14,7 +15,7 @@ use crate::aws::operator::{GroupView, HookView, InstanceView, OperatorAws};
 use crate::aws::GroupScope;
 use crate::config::check_overrides;
 use crate::ids::{HookName, InstanceId, VolumeId};
-use crate::tags::STATELESS;
+use crate::tags::{PROTECTED, STATELESS};
 
 pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 /// A global limit under this is short for a first snapshot of a large volume.
@@ -195,6 +196,18 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
             );
         }
         protected |= holds && abandons;
+    }
+    if !reaching.is_empty() && !facts.group.tagged_protected {
+        add(
+            Severity::Medium,
+            "group".into(),
+            format!(
+                "not tagged {PROTECTED}=true: unless lifeboat's stack names this group in its Groups parameter (or runs with GroupScope=all), its role may not hold or complete the group's terminations — the volumes are kept first, but the instance is neither held nor released"
+            ),
+            format!(
+                "aws autoscaling create-or-update-tags --tags ResourceId={group},ResourceType=auto-scaling-group,Key={PROTECTED},Value=true,PropagateAtLaunch=false"
+            ),
+        );
     }
     if !facts.group.retains_on_hook_abandon {
         add(

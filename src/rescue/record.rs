@@ -11,9 +11,8 @@ use tracing::warn;
 
 use super::decision::VolumeProgress;
 use super::{rescue_error, RescueError, Termination};
-use crate::aws::Tags;
 use crate::aws::{
-    AwsError, InstanceFacts, SnapshotFacts, SnapshotQuery, SnapshotState, VolumeFacts,
+    AwsError, InstanceFacts, SnapshotFacts, SnapshotQuery, SnapshotState, Tags, VolumeFacts,
 };
 use crate::ids::{ActionRef, ActionToken, InstanceId, ResourceId, SnapshotId, VolumeId};
 use crate::report::{KeptVolume, Outcome, RescueReport, VolumeReport};

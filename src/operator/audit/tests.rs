@@ -58,6 +58,7 @@ fn facts(
             name: GroupName::parse("api-db").unwrap(),
             instances: vec![(db.id.clone(), "InService".into())],
             retains_on_hook_abandon: retains,
+            tagged_protected: true,
         },
         hooks,
         instances: vec![db],
@@ -247,4 +248,30 @@ fn a_single_root_volume_instance_is_the_storys_risk_unless_marked_stateless() {
             "{found:?}"
         );
     }
+}
+
+#[test]
+fn a_hooked_group_without_the_protected_tag_is_named() {
+    // GIVEN a well-set group that is not tagged lifeboat:protected=true (the template's
+    // default GroupScope lets the role complete only tagged groups' actions)
+    let now = Utc::now();
+    let mut untagged = facts(
+        vec![hook("lifeboat", 900, "ABANDON", None)],
+        true,
+        Some(1),
+        now,
+    );
+    untagged.group.tagged_protected = false;
+    // THEN a medium finding says so, with the tag command
+    let found = findings(&untagged, &settings(), now);
+    let named = found
+        .iter()
+        .find(|f| f.finding.starts_with("not tagged lifeboat:protected=true"))
+        .expect("named");
+    assert_eq!(named.severity, Severity::Medium);
+    assert!(named.fix.contains("Key=lifeboat:protected,Value=true"));
+    // …and a group lifeboat's hook does not reach is not asked for the tag
+    untagged.hooks.clear();
+    let found = findings(&untagged, &settings(), now);
+    assert!(found.iter().all(|f| !f.finding.starts_with("not tagged")));
 }
