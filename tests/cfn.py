@@ -141,7 +141,9 @@ class Stack:
         raise Refused(f"{path}: attribute {resource}.{attribute} is not modelled")
 
     def literal(self, value, path, what):
-        if function_of(value) is not None or (isinstance(value, (list, dict)) and any(function_of(v) for v in (value if isinstance(value, list) else value.values()))):
+        """`value`, which must hold no function."""
+        items = value if isinstance(value, list) else list(value.values()) if isinstance(value, dict) else []
+        if function_of(value) is not None or any(function_of(item) is not None for item in items):
             raise Refused(f"{path}: {what} must be a plain value, not a function")
         return value
 
@@ -164,12 +166,12 @@ class Stack:
         allowed = {"value": VALUE_FUNCTIONS, "condition": VALUE_FUNCTIONS | CONDITION_FUNCTIONS, "rule": RULE_FUNCTIONS}[where]
         if function not in allowed:
             raise Refused(f"{path}: {function} cannot be used here ({where})")
-        inner = "condition" if where == "condition" else where
 
         def arg(item, suffix, kinds=None):
-            if kinds is not None and function_of(item) is not None and function_of(item) not in kinds:
-                raise Refused(f"{path}.{function}{suffix}: {function_of(item)} is not allowed in this argument of {function}")
-            return self.evaluate(item, f"{path}.{function}{suffix}", "value" if inner == "value" else inner)
+            inner = function_of(item)
+            if kinds is not None and inner is not None and inner not in kinds:
+                raise Refused(f"{path}.{function}{suffix}: {inner} is not allowed in this argument of {function}")
+            return self.evaluate(item, f"{path}.{function}{suffix}", where)
 
         if function == "Ref":
             self.literal(argument, path, "Ref's name")
