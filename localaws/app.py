@@ -1,7 +1,7 @@
 """The local AWS as one WSGI application: moto's, wrapped. Around every request it holds the
-lock, lets time pass (snapshots end, hook timers fire), counts the call, and injects the
-configured faults before moto sees the request. Under /_localaws/ it answers the control API
-that tests and the demo use (JSON in, JSON out):
+lock, lets time pass (snapshots end, hook timers fire), counts the call, throttles it as AWS
+would (`throttle`), and injects the configured faults before moto sees the request. Under
+/_localaws/ it answers the control API that tests and the demo use (JSON in, JSON out):
 
   GET  /_localaws/health                  -> {"ok": true}
   POST /_localaws/reset                   moto's state and the harness's, all cleared
@@ -13,7 +13,8 @@ that tests and the demo use (JSON in, JSON out):
                                            "count": 3} | {... "ratio": 0.2}]}
                                            lost: the call is applied, then its response lost (a 500)
   POST /_localaws/edges                   {"off": ["snapshot-rate", ...], "snapshot_quota": 10,
-                                           "visibility_lag_seconds": 2, "lost_response_ratio": 0.01}:
+                                           "visibility_lag_seconds": 2, "lost_response_ratio": 0.01,
+                                           "other_tenants_share": 0.5}:
                                            AWS's hard edges (all on by default; see state.Edges)
   POST /_localaws/foreign-snapshot        {"volume": "vol-…", "seconds": 10800}: a Data Lifecycle
                                            Manager snapshot of the volume starts -> {"snapshot": id}
@@ -22,10 +23,16 @@ that tests and the demo use (JSON in, JSON out):
   POST /_localaws/health-check            one pass of the EC2 health check: stopped instances
                                            are replaced (through the hook)
   POST /_localaws/clock/advance           {"seconds": 3600}: the emulator's clock moves on
+  POST /_localaws/clock                   {"scale": 10}: from now on the emulator's time runs ten
+                                           times as fast as real time -> {"now": t, "scale": 10}
+  GET  /_localaws/throttle                the throttling buckets and each caller's use of them
+  POST /_localaws/summary                 {"kinds": ["action-completed"]}: the ledger's counts by
+                                           kind, those entries, the counters, the emulator's time
   GET  /_localaws/outbox                  the queued EventBridge events (kept)
   POST /_localaws/outbox/take             the queued events, removed: deliver them or drop them
   GET  /_localaws/ledger                  {"entries": [...], "calls": {"ec2:CreateSnapshots": n},
-                                           "faults": {...}, "lost": {...}, "actions": [...]}
+                                           "throttled": {...}, "faults": {...}, "lost": {...},
+                                           "actions": [...]}
 """
 
 import io
@@ -36,6 +43,7 @@ import uuid
 from . import edges
 from . import patches
 from . import state as st
+from . import throttle
 
 EC2_ERROR = (
     '<?xml version="1.0" encoding="UTF-8"?>\n<Response><Errors><Error><Code>{code}</Code>'
@@ -47,15 +55,16 @@ QUERY_ERROR = (
 )
 
 
-def _service_of(environ) -> str:
-    """The signing service named in the SigV4 credential scope: `ec2`, `autoscaling`, ..."""
+def _signer_of(environ) -> tuple[str, str, str]:
+    """Who signed the request and for what, from the SigV4 credential scope: (access key id,
+    Region, service such as `ec2` or `autoscaling`)."""
     auth = environ.get("HTTP_AUTHORIZATION", "")
     marker = "Credential="
     if marker in auth:
         scope = auth.split(marker, 1)[1].split(",", 1)[0].split("/")
         if len(scope) >= 4:
-            return scope[3]
-    return "unknown"
+            return scope[0], scope[2], scope[3]
+    return "unknown", "unknown", "unknown"
 
 
 def _fault_response(service, kind, start_response):
@@ -127,6 +136,27 @@ def _json(start_response, value, status="200 OK"):
     return [data]
 
 
+def summary(kinds=None):
+    """What the ledger says, without its entries: their number by kind (and, for the kinds
+    asked, the entries themselves), the counters, and the emulator's time. A benchmark of
+    thousands of rescues reads this instead of the whole ledger."""
+    s = st.state()
+    counts = {}
+    for entry in s.ledger:
+        counts[entry["kind"]] = counts.get(entry["kind"], 0) + 1
+    wanted = set(kinds or [])
+    return {
+        "now": st.now(),
+        "scale": s.scale,
+        "kinds": counts,
+        "entries": [e for e in s.ledger if e["kind"] in wanted],
+        "calls": s.calls,
+        "throttled": s.throttled,
+        "faults": s.faults_injected,
+        "lost": s.lost,
+    }
+
+
 class LocalAws:
     def __init__(self, moto_app):
         self.moto_app = moto_app
@@ -146,12 +176,15 @@ class LocalAws:
                 st.reset()
                 return self.moto_app(environ, start_response)
             patches.tick()
-            service = _service_of(environ)
+            caller, region, service = _signer_of(environ)
             form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
             operation = (form.get("Action") or urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action") or ["?"])[0]
             key = f"{service}:{operation}"
             s = st.state()
             s.calls[key] = s.calls.get(key, 0) + 1
+            if not throttle.admit(service, operation, form, caller, region):
+                s.throttled[key] = s.throttled.get(key, 0) + 1
+                return _fault_response(service, "throttle", start_response)
             kind = _injected_fault(service, operation)
             if kind == "lost":
                 return _lost_response(self.moto_app, environ, start_response, service, key)
@@ -207,7 +240,8 @@ class LocalAws:
             if unknown:
                 raise ValueError(f"no such edge: {sorted(unknown)}; edges are {sorted(st.EDGE_NAMES)}")
             s.edges.off = off
-            for name in ("snapshot_quota", "visibility_lag_seconds", "lost_response_ratio"):
+            patches.rewake_all()
+            for name in ("snapshot_quota", "visibility_lag_seconds", "lost_response_ratio", "other_tenants_share"):
                 if name in args:
                     setattr(s.edges, name, type(getattr(s.edges, name))(args[name]))
             return _json(start_response, {"ok": True, "edges": vars(s.edges) | {"off": sorted(s.edges.off)}})
@@ -218,6 +252,12 @@ class LocalAws:
             return _json(start_response, {"ok": True})
         if path == "/_localaws/health-check" and method == "POST":
             return _json(start_response, {"replaced": patches.health_check()})
+        if path == "/_localaws/clock" and method == "POST":
+            return _json(start_response, {"now": st.set_scale(float(args["scale"])), "scale": s.scale})
+        if path == "/_localaws/throttle":
+            return _json(start_response, throttle.report())
+        if path == "/_localaws/summary":
+            return _json(start_response, summary(args.get("kinds")))
         if path == "/_localaws/clock/advance" and method == "POST":
             s.offset += float(args["seconds"])
             patches.tick()
@@ -233,6 +273,7 @@ class LocalAws:
                 {
                     "entries": s.ledger,
                     "calls": s.calls,
+                    "throttled": s.throttled,
                     "faults": s.faults_injected,
                     "lost": s.lost,
                     "actions": [vars(a) for a in s.actions.values()],

@@ -15,6 +15,10 @@ for a test that shows the difference:
 - request-limits: CreateSnapshots refuses more than 40 ExcludeDataVolumeIds, and a request whose
   snapshots would carry more than 50 tags (its own and those copied from the volume), before it
   creates anything. (CreateTags past 50 tags on a resource is moto's own TagLimitExceeded.)
+- throttling: a token bucket per API and account, as EC2 documents them, and one for all of Auto
+  Scaling (`throttle`);
+- pages: DescribeSnapshots answers at most MaxResults (up to 1,000) snapshots a call, with a
+  NextToken for the rest ("DescribeSnapshots", Amazon EC2 API Reference); moto answers all.
 """
 
 import datetime
@@ -22,7 +26,9 @@ import datetime
 from moto.ec2.exceptions import EC2ClientError, InvalidSnapshotIdError
 from moto.ec2.models import elastic_block_store as ebs
 from moto.ec2.responses.tags import TagResponse
+from moto.ec2.utils import generic_filter
 
+from . import speed
 from . import state as st
 
 HDD_TYPES = {"st1", "sc1"}
@@ -59,7 +65,9 @@ def admit_request(backend, volume_ids, excluded_ids, tags, copy_volume_tags):
 
 
 def _pending(backend, volume_id):
-    return sum(1 for s in backend.snapshots.values() if s.volume.id == volume_id and s.status == "pending")
+    from .patches import snapshots_of_volume
+
+    return sum(1 for s in snapshots_of_volume(backend, volume_id) if s.status == "pending")
 
 
 def admit(backend, volume_ids):
@@ -123,15 +131,42 @@ def visible(snapshot_id):
     return created is None or st.now() - created >= s.edges.visibility_lag_seconds
 
 
-_original_describe_snapshots = ebs.EBSBackend.describe_snapshots
-
-
 def describe_snapshots(self, snapshot_ids=None, filters=None):
-    found = _original_describe_snapshots(self, snapshot_ids=snapshot_ids, filters=filters)
+    """moto's DescribeSnapshots (its candidates narrowed first, `speed`), less the snapshots EC2
+    does not show yet."""
+    found = speed.narrow_snapshots(self, snapshot_ids, filters)
+    if snapshot_ids and len(found) < len(set(snapshot_ids)):
+        raise InvalidSnapshotIdError()
+    if filters:
+        found = generic_filter(filters, found)
     shown = [snapshot for snapshot in found if visible(snapshot.id)]
     if snapshot_ids and len(shown) < len(set(snapshot_ids)):
         raise InvalidSnapshotIdError()
     return shown
+
+
+# "DescribeSnapshots" (Amazon EC2 API Reference): MaxResults is 5 to 1,000.
+MAX_SNAPSHOTS_PER_PAGE = 1000
+
+
+def describe_snapshots_response(self):
+    """DescribeSnapshots one page at a time: MaxResults snapshots (1,000 at most; every one
+    when the request names none, as AWS answers such a request), then a NextToken."""
+    from moto.core.responses import ActionResult
+
+    filters = self._filters_from_querystring()
+    snapshot_ids = self._get_param("SnapshotIds", [])
+    snapshots = self.ec2_backend.describe_snapshots(snapshot_ids=snapshot_ids, filters=filters)
+    size = self._get_int_param("MaxResults")
+    if size is None:
+        return ActionResult({"Snapshots": snapshots})
+    size = max(5, min(MAX_SNAPSHOTS_PER_PAGE, size))
+    start = int(self._get_param("NextToken") or 0)
+    page = snapshots[start : start + size]
+    result = {"Snapshots": page}
+    if start + size < len(snapshots):
+        result["NextToken"] = str(start + size)
+    return ActionResult(result)
 
 
 _original_create_tags_response = TagResponse.create_tags
@@ -170,6 +205,9 @@ def foreign_snapshot(volume_id, seconds, policy="policy-0123456789abcdef0"):
 
 
 def apply():
+    from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    ElasticBlockStore.describe_snapshots = describe_snapshots_response
     ebs.EBSBackend.describe_snapshots = describe_snapshots
     TagResponse.create_tags = create_tags_response
     ebs.VolumeAttachment.delete_on_termination = property(_attachment_delete_on_termination)

@@ -92,6 +92,8 @@ class Edges:
     # A request succeeds and its response is lost: AWS publishes no rate; one mutating call in
     # a hundred, seeded, so that a run is repeatable.
     lost_response_ratio: float = 0.01
+    # The share of every throttling bucket's refill the account's other callers draw (`throttle`).
+    other_tenants_share: float = 0.0
     off: set[str] = field(default_factory=set)
 
     def on(self, name: str) -> bool:
@@ -109,6 +111,7 @@ EDGE_NAMES = {
     "delete-hook-continues",
     "strict-oracle",
     "request-limits",
+    "throttling",
 }
 
 
@@ -138,6 +141,19 @@ class State:
     last_snapshot_of_volume: dict[str, float] = field(default_factory=dict)
     warm: dict[str, list] = field(default_factory=dict)  # group -> warm pool InstanceStates
     seq: itertools.count = field(default_factory=itertools.count)
+    # (when, seq, snapshot id, region): when a pending snapshot can end next (patches.wake)
+    wakes: list = field(default_factory=list)
+    snapshots_of_volume: dict[str, list[str]] = field(default_factory=dict)  # volume -> snapshot ids
+    lifecycle_wake: float = float("inf")  # no lifecycle action can time out before then
+    open_actions: dict = field(default_factory=dict)  # (group, hook, instance) -> open action's token
+    actions_of_instance: dict[str, list[str]] = field(default_factory=dict)  # instance -> tokens
+    buckets: dict = field(default_factory=dict)  # (region, bucket) -> throttle.Bucket
+    usage: dict = field(default_factory=dict)  # caller -> bucket -> throttle.Usage
+    throttled: dict[str, int] = field(default_factory=dict)  # "ec2:CreateSnapshots" -> refused
+    # The emulator's clock: real time from `anchor`, `scale` times as fast (a benchmark's hours
+    # in minutes), plus whatever `advance` added.
+    scale: float = 1.0
+    anchor: float = field(default_factory=time.time)
 
 
 STATE = State()
@@ -153,8 +169,22 @@ def state() -> State:
 
 
 def now() -> float:
-    """The emulator's clock: real time, moved forward by `advance`."""
-    return time.time() + STATE.offset
+    """The emulator's clock: real time (`scale` times as fast since `anchor`), moved forward by
+    `advance`."""
+    real = time.time()
+    return real + (STATE.scale - 1.0) * (real - STATE.anchor) + STATE.offset
+
+
+def set_scale(scale: float) -> float:
+    """From now on the emulator's time runs `scale` times as fast as real time; returns the
+    emulator's time at the change (the same before and after it)."""
+    if not 1.0 <= scale <= 1000.0:
+        raise ValueError("scale is between 1 and 1000")
+    t = now()
+    STATE.anchor = time.time()
+    STATE.offset = t - STATE.anchor
+    STATE.scale = scale
+    return t
 
 
 def iso(t: float) -> str:

@@ -572,12 +572,18 @@ impl Ledger {
         self.0["lost"][operation].as_u64().unwrap_or(0)
     }
 
-    /// The calls lifeboat needed: its requests, less the attempts a lost response or an injected
-    /// fault made it repeat.
+    /// The calls lifeboat needed: its requests, less the attempts a lost response, a throttled
+    /// request or an injected fault made it repeat.
     pub fn needed(&self, operation: &str) -> u64 {
         self.calls(operation)
             - self.lost(operation)
+            - self.throttled(operation)
             - self.0["faults"][operation].as_u64().unwrap_or(0)
+    }
+
+    /// The requests of `operation` the local AWS refused because their bucket was empty.
+    pub fn throttled(&self, operation: &str) -> u64 {
+        self.0["throttled"][operation].as_u64().unwrap_or(0)
     }
 
     pub fn faults_injected(&self) -> u64 {
