@@ -13,17 +13,21 @@ _original_describe_instances = ec2_instances.InstanceBackend.describe_instances
 _original_describe_volumes = ebs.EBSBackend.describe_volumes
 
 
-def _instance_index(backend):
-    """Instance id -> instance, rebuilt when a reservation was added (moto never removes an
-    instance from its reservation: a terminated one stays listed)."""
-    return _indexes(backend)[0]
+def _instance_index(backend, wanted=()):
+    """Instance id -> instance (moto never removes an instance from its reservation: a
+    terminated one stays listed)."""
+    return _indexes(backend, wanted)[0]
 
 
-def _indexes(backend):
-    """(instance id -> instance, instance id -> its reservation's id)."""
+def _indexes(backend, wanted=()):
+    """(instance id -> instance, instance id -> its reservation's id), rebuilt when a
+    reservation was added or when one of the `wanted` ids is missing: moto registers a new
+    reservation before it appends its instances, so an index built by a request served in
+    between lacks them although the count of reservations stays the same."""
     reservations = backend.reservations
     cached = getattr(backend, "_localaws_instances", None)
-    if cached is None or cached[0] != len(reservations):
+    stale = cached is None or cached[0] != len(reservations) or any(i not in cached[1] for i in wanted)
+    if stale:
         instances = {i.id: i for r in reservations.values() for i in r.instances}
         reservation_of = {i.id: rid for rid, r in reservations.items() for i in r.instances}
         cached = (len(reservations), instances, reservation_of)
@@ -32,7 +36,7 @@ def _indexes(backend):
 
 
 def get_instance(self, instance_id):
-    found = _instance_index(self).get(instance_id)
+    found = _instance_index(self, [instance_id]).get(instance_id)
     if found is not None and found.id == instance_id:
         return found
     return _original_get_instance(self, instance_id)
@@ -47,7 +51,7 @@ def describe_instances(self, filters=None):
     wanted = _values(filters, "instance-id")
     if wanted is None:
         return _original_describe_instances(self, filters)
-    reservation_of = _indexes(self)[1]
+    reservation_of = _indexes(self, wanted)[1]
     holding = {reservation_of[i] for i in wanted if i in reservation_of}
     reservations = [copy.copy(r) for rid, r in self.reservations.items() if rid in holding]
     return filter_reservations(reservations, filters)
@@ -66,7 +70,7 @@ def describe_volumes(self, volume_ids=None, filters=None):
     instances = _values(filters, "attachment.instance-id")
     if instances is None or volume_ids:
         return _original_describe_volumes(self, volume_ids=volume_ids, filters=filters)
-    index = _instance_index(self)
+    index = _instance_index(self, instances)
     candidates = set()
     for instance_id in instances:
         instance = index.get(instance_id)
