@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use aws_sdk_ec2::types::{
-    CopyTagsFromSource, EbsInstanceBlockDeviceSpecification, Filter,
+    AttachmentStatus, CopyTagsFromSource, DeviceType, EbsInstanceBlockDeviceSpecification, Filter,
     InstanceBlockDeviceMappingSpecification, InstanceSpecification, ResourceType, Snapshot,
     SnapshotInfo, Tag, TagSpecification, Volume,
 };
@@ -195,6 +195,15 @@ impl Inventory for Ec2Adapter {
                 .map(|t| t.as_str().to_owned())
                 .unwrap_or_default(),
             root_device_name: instance.root_device_name().map(str::to_owned),
+            // Unknown counts as EBS-backed: the harsher reading (a volume is expected).
+            ebs_backed: instance.root_device_type() != Some(&DeviceType::InstanceStore),
+            mapped_volumes: instance
+                .block_device_mappings()
+                .iter()
+                .filter_map(|m| m.ebs())
+                .filter(|ebs| ebs.status() != Some(&AttachmentStatus::Detached))
+                .map(|ebs| returned_id(OP, ebs.volume_id(), VolumeId::parse))
+                .collect::<Result<_, _>>()?,
             tags: tags_of(instance.tags()),
         }))
     }
@@ -425,8 +434,8 @@ mod tests {
     use aws_sdk_ec2::operation::describe_volumes::DescribeVolumesOutput;
     use aws_sdk_ec2::operation::modify_instance_attribute::ModifyInstanceAttributeOutput;
     use aws_sdk_ec2::types::{
-        Instance, InstanceStateName, Reservation, SnapshotState as Ec2SnapshotState,
-        VolumeAttachment,
+        EbsInstanceBlockDevice, Instance, InstanceBlockDeviceMapping, InstanceStateName,
+        Reservation, SnapshotState as Ec2SnapshotState, VolumeAttachment,
     };
     use aws_sdk_ec2::Client;
     use aws_smithy_mocks::mock;
@@ -715,6 +724,18 @@ mod tests {
         assert_eq!(adapter.describe_instance(&instance()).await.unwrap(), None);
     }
 
+    fn mapped(device: &str, volume: &str, status: AttachmentStatus) -> InstanceBlockDeviceMapping {
+        InstanceBlockDeviceMapping::builder()
+            .device_name(device)
+            .ebs(
+                EbsInstanceBlockDevice::builder()
+                    .volume_id(volume)
+                    .status(status)
+                    .build(),
+            )
+            .build()
+    }
+
     #[tokio::test]
     async fn describe_instance_reads_state_type_and_root_device() {
         let rule = mock!(Client::describe_instances)
@@ -728,6 +749,22 @@ mod tests {
                                     .instance_id("i-0123456789abcdef0")
                                     .instance_type("m5d.large".into())
                                     .root_device_name("/dev/xvda")
+                                    .root_device_type(DeviceType::Ebs)
+                                    .block_device_mappings(mapped(
+                                        "/dev/xvda",
+                                        "vol-0000000a",
+                                        AttachmentStatus::Attached,
+                                    ))
+                                    .block_device_mappings(mapped(
+                                        "/dev/sdf",
+                                        "vol-0000000b",
+                                        AttachmentStatus::Attaching,
+                                    ))
+                                    .block_device_mappings(mapped(
+                                        "/dev/sdg",
+                                        "vol-0000000c",
+                                        AttachmentStatus::Detached,
+                                    ))
                                     .tags(
                                         Tag::builder()
                                             .key("lifeboat:hook")
@@ -754,6 +791,15 @@ mod tests {
         assert_eq!(facts.state, InstanceState::Stopped);
         assert_eq!(facts.instance_type, "m5d.large");
         assert_eq!(facts.root_device_name.as_deref(), Some("/dev/xvda"));
+        assert!(facts.ebs_backed);
+        assert_eq!(
+            facts.mapped_volumes,
+            [
+                VolumeId::parse("vol-0000000a").unwrap(),
+                VolumeId::parse("vol-0000000b").unwrap()
+            ],
+            "the volumes mapped to the instance, a detached one left out"
+        );
         assert_eq!(
             facts.tags["lifeboat:hook"], "lifeboat",
             "the instance's record is read"

@@ -93,6 +93,9 @@ struct World {
     deleted_unsaved: Vec<VolumeId>,
     unsafe_continues: Vec<InstanceId>,
     held_by_another_hook: Vec<InstanceId>,
+    /// `DescribeVolumes` lists no attached volume for the next this many reads (EC2's API is
+    /// eventually consistent; `DescribeInstances` still maps them).
+    volumes_unlisted_for: usize,
     crash_after: Option<usize>,
     next_id: u64,
 }
@@ -273,6 +276,11 @@ impl FakeCloud {
         let mut world = self.world();
         let queue = world.faults.entry(operation).or_default();
         queue.extend(std::iter::repeat_n(kind, count));
+    }
+
+    /// The next `reads` `DescribeVolumes` list no attached volume (a lagging view of EC2).
+    pub fn unlist_volumes(&self, reads: usize) {
+        self.world().volumes_unlisted_for = reads;
     }
 
     /// The instance terminates on its own (the action is gone, DeleteOnTermination applies).
@@ -534,12 +542,23 @@ impl Inventory for FakeCloud {
             state: i.state.clone(),
             instance_type: "m5.large".into(),
             root_device_name: Some(i.root_device.clone()),
+            ebs_backed: true,
+            mapped_volumes: world
+                .volumes
+                .iter()
+                .filter(|(_, v)| v.attached_to.as_ref() == Some(id))
+                .map(|(volume_id, _)| volume_id.clone())
+                .collect(),
             tags: i.tags.clone(),
         }))
     }
 
     async fn attached_volumes(&self, id: &InstanceId) -> Result<Vec<VolumeFacts>, AwsError> {
-        let world = self.call("DescribeVolumes")?;
+        let mut world = self.call("DescribeVolumes")?;
+        if world.volumes_unlisted_for > 0 {
+            world.volumes_unlisted_for -= 1;
+            return Ok(Vec::new());
+        }
         Ok(world
             .volumes
             .values()

@@ -62,6 +62,12 @@ pub struct InstanceFacts {
     pub instance_type: String,
     /// The device of the boot volume (`/dev/xvda`, `/dev/sda1`).
     pub root_device_name: Option<String>,
+    /// The boot volume is an EBS volume (`RootDeviceType` is not `instance-store`): the
+    /// instance has at least one EBS volume, whatever a lagging `DescribeVolumes` says.
+    pub ebs_backed: bool,
+    /// The EBS volumes the instance's block device mapping names (not detached): each must be
+    /// among its attached volumes before lifeboat trusts that list.
+    pub mapped_volumes: Vec<VolumeId>,
     /// The instance's tags: a rescue's record lives there before its snapshots exist.
     pub tags: Tags,
 }

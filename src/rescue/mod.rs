@@ -27,7 +27,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tracing::{error, info, warn, Instrument};
 
-use crate::aws::{AwsError, Cloud, InstanceFacts, SnapshotState, VolumeFacts};
+use crate::aws::{AwsError, AwsErrorKind, Cloud, InstanceFacts, SnapshotState, VolumeFacts};
 use crate::clock::Clock;
 use crate::config::{Config, OverrideError, RescueSettings};
 use crate::ids::{ActionRef, ActionToken, InstanceId, VolumeId};
@@ -44,6 +44,14 @@ use take::Attempt;
 /// Attached volumes read this recently are fresh enough to check the invariant before CONTINUE
 /// (a read just before the call has a window too); older ones are read again.
 const ATTACHMENTS_FRESH_FOR: Duration = Duration::from_secs(60);
+/// Pauses before reading the attached volumes again when `DescribeVolumes` does not list a
+/// volume `DescribeInstances` maps to the instance (EC2's API is eventually consistent: "Eventual
+/// consistency in the Amazon EC2 API").
+const VIEWS_DISAGREE_PAUSES: [Duration; 3] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+];
 /// A bound on one invocation's decide-and-act steps: a safety net, never reached when the
 /// decision and the release check agree (each step waits, creates a snapshot or finishes).
 const MAX_STEPS: u32 = 1000;
@@ -286,12 +294,36 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 return Ok(volumes.clone());
             }
         }
-        let volumes = self
-            .cloud
-            .attached_volumes(&rescue.action.instance_id)
-            .await
-            .map_err(|err| rescue.error(err))?;
-        rescue.attached = Some((now, volumes.clone()));
+        let mut pauses = VIEWS_DISAGREE_PAUSES.iter();
+        let volumes = loop {
+            let volumes = self
+                .cloud
+                .attached_volumes(&rescue.action.instance_id)
+                .await
+                .map_err(|err| rescue.error(err))?;
+            let Some(unseen) = rescue
+                .instance
+                .as_ref()
+                .and_then(|instance| unseen_volumes(instance, &volumes))
+            else {
+                break volumes;
+            };
+            let Some(pause) = pauses.next() else {
+                // Nothing is decided on a list that may lack a volume: Lambda's retry and the
+                // sweep come back, holding the instance meanwhile.
+                return Err(rescue.error(AwsError::new(
+                    "DescribeVolumes",
+                    AwsErrorKind::Unavailable,
+                    unseen,
+                )));
+            };
+            warn!(
+                unseen,
+                "EC2's views of the instance's volumes disagree; reading them again"
+            );
+            self.clock.sleep(*pause).await;
+        };
+        rescue.attached = Some((self.clock.now(), volumes.clone()));
         Ok(volumes)
     }
 
@@ -433,6 +465,27 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         rescue.absorb_all(found);
         Ok(())
     }
+}
+
+/// What `DescribeVolumes` (`attached`) leaves out of the instance as `DescribeInstances` saw it,
+/// in words; `None` when the two agree. A rescue decided on a list lacking a volume could
+/// release the instance with that volume unsaved, and an EBS-backed instance without a single
+/// attached volume is such a list.
+fn unseen_volumes(instance: &InstanceFacts, attached: &[VolumeFacts]) -> Option<String> {
+    let unseen: Vec<&str> = instance
+        .mapped_volumes
+        .iter()
+        .filter(|mapped| !attached.iter().any(|v| &v.id == *mapped))
+        .map(VolumeId::as_str)
+        .collect();
+    if !unseen.is_empty() {
+        return Some(format!(
+            "DescribeVolumes does not list {}, which the instance's block device mapping names",
+            unseen.join(" ")
+        ));
+    }
+    (instance.ebs_backed && attached.is_empty())
+        .then(|| "DescribeVolumes lists no volume attached to an EBS-backed instance".to_owned())
 }
 
 pub fn to_chrono(duration: Duration) -> chrono::Duration {

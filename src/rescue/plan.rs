@@ -197,6 +197,8 @@ mod tests {
             state: InstanceState::Stopped,
             instance_type: "m5.large".into(),
             root_device_name: Some("/dev/xvda".into()),
+            ebs_backed: true,
+            mapped_volumes: Vec::new(),
             tags: Tags::new(),
         }
     }

@@ -181,6 +181,49 @@ async fn fresh_start_snapshots_every_volume_once_and_releases_when_all_complete(
 }
 
 #[tokio::test]
+async fn volumes_ec2_does_not_list_yet_are_read_again_never_taken_for_none() {
+    // GIVEN the story's instance, whose volumes a lagging DescribeVolumes does not list for
+    // its first two reads (DescribeInstances maps them)
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf", "/dev/sdg"]);
+    w.cloud.unlist_volumes(2);
+    // WHEN the termination event arrives
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN lifeboat read them again and released only once every one of them was saved
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1, 1]);
+    assert_eq!(w.cloud.count("DescribeVolumes"), 3);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn volumes_ec2_does_not_list_for_long_hold_the_instance_untouched() {
+    // GIVEN an instance whose volumes DescribeVolumes does not list for ten reads
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud.unlist_volumes(10);
+    // WHEN the termination event arrives
+    let err = w.deliver(&instance, 120).await.unwrap_err();
+    // THEN the invocation fails for a reason waiting fixes, having changed nothing: no
+    // snapshot, no CONTINUE (a list of no volume is not a rescue with nothing to save)
+    assert!(err.waiting_can_fix(), "{err}");
+    assert!(err.to_string().contains("does not list vol-"), "{err}");
+    assert!(w.cloud.action(&instance).active);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 0);
+    // WHEN EC2 lists them again and the event is delivered once more (Lambda's retry)
+    w.cloud.unlist_volumes(0);
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN the rescue saves both and releases
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
 async fn a_repeated_event_never_snapshots_twice() {
     // GIVEN a rescue already started by a first delivery that left it waiting
     let w = world();
