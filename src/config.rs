@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::aws::budget::BudgetShare;
 use crate::ids::{one_line, GroupName, HookName, InvalidId};
 
 /// One environment variable lifeboat reads: the README's configuration table and the SAM
@@ -88,6 +89,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "Lifeboat",
         meaning: "CloudWatch namespace of the Embedded Metric Format lines.",
     },
+    EnvVar {
+        name: "LIFEBOAT_API_SHARE_PERCENT",
+        default: "50",
+        meaning: "The share (1-100 %) of every EC2 and Auto Scaling throttling bucket of the account lifeboat may draw, all its environments together; the account's other callers keep the rest.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_CONCURRENCY",
+        default: "10",
+        meaning: "The function's reserved concurrency (1-1000): each execution environment paces its calls to its part of the share.",
+    },
 ];
 
 /// A bad environment variable: names it, its value and what is wrong.
@@ -163,6 +174,8 @@ pub struct Config {
     pub poll: PollSchedule,
     pub sweep_concurrency: usize,
     pub metrics_namespace: String,
+    /// Lifeboat's share of the account's API budget, and how many environments split it.
+    pub budget: BudgetShare,
 }
 
 impl Config {
@@ -222,6 +235,10 @@ impl Config {
             poll,
             sweep_concurrency: read("LIFEBOAT_SWEEP_CONCURRENCY").integer(1, 64)? as usize,
             metrics_namespace: read("LIFEBOAT_METRICS_NAMESPACE").text(1, 255)?,
+            budget: BudgetShare {
+                share: read("LIFEBOAT_API_SHARE_PERCENT").integer(1, 100)? as f64 / 100.0,
+                concurrency: read("LIFEBOAT_CONCURRENCY").integer(1, 1000)? as u32,
+            },
         })
     }
 

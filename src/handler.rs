@@ -18,6 +18,11 @@ use crate::rescue::{
 use crate::sweep::sweep;
 use crate::telemetry::Metrics;
 
+/// A termination event older than this has waited in Lambda's asynchronous queue: EventBridge
+/// delivers within seconds, and a throttled event is tried again a second, then exponentially
+/// longer, later ("How Lambda handles errors and retries with asynchronous invocation").
+const QUEUED_EVENT_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Why an invocation failed. Each kind has a stable name for Lambda's `errorType`.
 #[derive(Debug, thiserror::Error)]
 pub enum LifeboatError {
@@ -202,7 +207,18 @@ impl<C: Cloud, K: Clock> Lifeboat<C, K> {
             ));
         }
         let (settings, rejected) = self.config.settings_for(action.metadata.as_deref());
-        let inline_until = stop_at.min(self.clock.now() + to_chrono(settings.inline_wait));
+        let now = self.clock.now();
+        // An event that waited in Lambda's queue (throttled by the reserved concurrency: a
+        // mass termination) does not wait inline either: others are queued behind it.
+        let backlog = action
+            .time
+            .is_some_and(|began| now - began > to_chrono(QUEUED_EVENT_AGE));
+        let inline_wait = if backlog {
+            std::time::Duration::ZERO
+        } else {
+            settings.inline_wait
+        };
+        let inline_until = stop_at.min(now + to_chrono(inline_wait));
         let termination = Termination {
             action: action.action,
             token: action.token,

@@ -13,11 +13,13 @@ use chrono::{DateTime, Utc};
 use futures_util::stream::{self, StreamExt};
 use tracing::{info, warn};
 
-use crate::aws::{AwsError, Cloud, GroupScope, SnapshotQuery};
+use crate::aws::{AwsError, Cloud, GroupScope, SnapshotQuery, WaitingInstance};
 use crate::clock::Clock;
 use crate::ids::{ActionRef, GroupName, HookName, InstanceId};
 use crate::report::{EventKind, Report, RescueReport};
-use crate::rescue::{rescues_from, snapshots_of, Rescue, RescueError, Rescuer, Termination};
+use crate::rescue::{
+    rescues_from, snapshots_of, to_chrono, Rescue, RescueError, Rescuer, Termination,
+};
 use crate::tags::{self, RescueState};
 
 /// One unit of the sweep's work.
@@ -32,6 +34,10 @@ pub async fn sweep<C: Cloud, K: Clock>(
     stop_at: DateTime<Utc>,
 ) -> Result<Report, AwsError> {
     let config = rescuer.config;
+    // One sweep at a time: this one leaves new work to the next once three quarters of its
+    // interval are gone, so two never start work on the same rescues at once (and spend the
+    // account's budget twice).
+    let stop_at = stop_at.min(rescuer.clock.now() + to_chrono(config.sweep_interval * 3 / 4));
     let in_flight: Vec<Rescue> = rescues_from(
         rescuer
             .cloud
@@ -44,7 +50,22 @@ pub async fn sweep<C: Cloud, K: Clock>(
     .into_iter()
     .filter(|r| config.serves_hook(&r.action.hook) && config.serves_group(&r.action.group))
     .collect();
-    let orphans = orphans(rescuer, &in_flight).await?;
+    let waiting = waiting_instances(rescuer).await?;
+    let orphans = orphans(rescuer, &in_flight, &waiting).await?;
+    // A rescue whose instance Auto Scaling no longer lists as waiting: its action is over (or
+    // the listing lags). Its hold cannot be taken as fresh: the heartbeat tells.
+    let in_flight: Vec<Rescue> = in_flight
+        .into_iter()
+        .map(|mut rescue| {
+            if !waiting
+                .iter()
+                .any(|w| w.instance_id == rescue.action.instance_id)
+            {
+                rescue.doubt_hold();
+            }
+            rescue
+        })
+        .collect();
     info!(
         in_flight = in_flight.len(),
         orphans = orphans.len(),
@@ -99,28 +120,40 @@ pub async fn sweep<C: Cloud, K: Clock>(
     Ok(report)
 }
 
-/// The waiting instances of served groups that have one of lifeboat's hooks and no rescue,
-/// with the hook's metadata (the group's overrides).
-async fn orphans<C: Cloud, K: Clock>(
+/// The instances the served groups hold for their termination hooks.
+async fn waiting_instances<C: Cloud, K: Clock>(
     rescuer: &Rescuer<'_, C, K>,
-    in_flight: &[Rescue],
-) -> Result<Vec<(Termination, Option<String>)>, AwsError> {
+) -> Result<Vec<WaitingInstance>, AwsError> {
     let config = rescuer.config;
     let scope = if config.groups.is_empty() {
         GroupScope::All
     } else {
         GroupScope::Named(config.groups.clone())
     };
+    Ok(rescuer
+        .cloud
+        .waiting_instances(&scope)
+        .await?
+        .into_iter()
+        .filter(|w| config.serves_group(&w.group))
+        .collect())
+}
+
+/// The waiting instances of served groups that have one of lifeboat's hooks and no rescue,
+/// with the hook's metadata (the group's overrides).
+async fn orphans<C: Cloud, K: Clock>(
+    rescuer: &Rescuer<'_, C, K>,
+    in_flight: &[Rescue],
+    waiting: &[WaitingInstance],
+) -> Result<Vec<(Termination, Option<String>)>, AwsError> {
+    let config = rescuer.config;
     let known: BTreeSet<(&InstanceId, &HookName)> = in_flight
         .iter()
         .map(|r| (&r.action.instance_id, &r.action.hook))
         .collect();
     let mut candidates: Vec<(GroupName, InstanceId, HookName, Option<String>)> = Vec::new();
     let mut hooks_of_group: BTreeMap<GroupName, Vec<(HookName, Option<String>)>> = BTreeMap::new();
-    for waiting in rescuer.cloud.waiting_instances(&scope).await? {
-        if !config.serves_group(&waiting.group) {
-            continue;
-        }
+    for waiting in waiting {
         if !hooks_of_group.contains_key(&waiting.group) {
             let mut ours = Vec::new();
             for hook in &config.hooks {

@@ -24,6 +24,9 @@ pub const ACTION_TOKEN: &str = "lifeboat:action-token";
 pub const STATE: &str = "lifeboat:state";
 pub const STARTED_AT: &str = "lifeboat:started-at";
 pub const ACTION_STARTED_AT: &str = "lifeboat:action-started-at";
+/// When lifeboat last renewed the hook's hold (a heartbeat), where that spares the sweep the
+/// next one: on the rescue's snapshots, or on the instance before a set exists.
+pub const RENEWED_AT: &str = "lifeboat:renewed-at";
 pub const SET: &str = "lifeboat:set";
 pub const ATTEMPT: &str = "lifeboat:attempt";
 /// `lifeboat:volume:<volume id>` → that volume's descriptor.
@@ -215,6 +218,16 @@ impl SnapshotLabel {
         }
         tags
     }
+}
+
+/// The tag that records a renewal of the hold.
+pub fn renewal_tags(at: DateTime<Utc>) -> Tags {
+    Tags::from([(RENEWED_AT.to_owned(), timestamp(at))])
+}
+
+/// When the hold was last renewed, as these tags say (a snapshot's or an instance's).
+pub fn renewed_at(tags: &Tags) -> Option<DateTime<Utc>> {
+    tags.get(RENEWED_AT).and_then(|t| parse_time(t))
 }
 
 /// The tags that record a final state on every snapshot of a rescue.

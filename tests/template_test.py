@@ -171,7 +171,7 @@ class TemplateMatchesTheConfiguration(unittest.TestCase):
         env = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
         parameters = template["Parameters"]
         variables = config_variables()
-        self.assertEqual(len(variables), 14)
+        self.assertEqual(len(variables), 16)
         self.assertEqual(set(env), {name for name, _ in variables}, "environment and src/config.rs differ")
         for name, default in variables:
             reference = env[name]

@@ -3,11 +3,12 @@
 //! `Warmed:Terminating:Wait`). It decides nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_autoscaling::types::{AutoScalingGroup, Instance, LifecycleState};
 
+use super::budget::{Api, Budget};
 use super::{ActionRef, ActionResult, AwsError, GroupScope, HookFacts, Lifecycle, WaitingInstance};
 use crate::ids::{GroupName, HookName, InstanceId};
 
@@ -24,15 +25,28 @@ type HookCache = HashMap<(GroupName, HookName), (Instant, Option<HookFacts>)>;
 /// `Lifecycle` on a real Auto Scaling client.
 pub struct AutoScalingAdapter {
     client: aws_sdk_autoscaling::Client,
+    /// This environment's pace on Auto Scaling's one bucket.
+    budget: Arc<Budget>,
     hooks: Mutex<HookCache>,
 }
 
 impl AutoScalingAdapter {
+    /// Unpaced: for tests of the requests.
     pub fn new(client: aws_sdk_autoscaling::Client) -> Self {
+        Self::with_budget(client, Arc::new(Budget::unlimited()))
+    }
+
+    pub fn with_budget(client: aws_sdk_autoscaling::Client, budget: Arc<Budget>) -> Self {
         Self {
             client,
+            budget,
             hooks: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits for this environment's turn on Auto Scaling's bucket.
+    async fn turn(&self) {
+        self.budget.take(Api::AutoScaling).await;
     }
 
     fn cached_hook(&self, key: &(GroupName, HookName)) -> Option<Option<HookFacts>> {
@@ -49,6 +63,7 @@ pub fn global_timeout(heartbeat: Duration, reported: Option<Duration>) -> Durati
 
 impl Lifecycle for AutoScalingAdapter {
     async fn heartbeat(&self, action: &ActionRef) -> Result<(), AwsError> {
+        self.turn().await;
         self.client
             .record_lifecycle_action_heartbeat()
             .auto_scaling_group_name(action.group.as_str())
@@ -61,6 +76,7 @@ impl Lifecycle for AutoScalingAdapter {
     }
 
     async fn complete(&self, action: &ActionRef, result: ActionResult) -> Result<(), AwsError> {
+        self.turn().await;
         self.client
             .complete_lifecycle_action()
             .auto_scaling_group_name(action.group.as_str())
@@ -82,6 +98,7 @@ impl Lifecycle for AutoScalingAdapter {
         if let Some(known) = self.cached_hook(&key) {
             return Ok(known);
         }
+        self.turn().await;
         let reply = self
             .client
             .describe_lifecycle_hooks()
@@ -117,7 +134,7 @@ impl Lifecycle for AutoScalingAdapter {
         scope: &GroupScope,
     ) -> Result<Vec<WaitingInstance>, AwsError> {
         let mut waiting = Vec::new();
-        for group in describe_groups(&self.client, scope).await? {
+        for group in describe_groups(&self.client, &self.budget, scope).await? {
             let Some(group_name) = group
                 .auto_scaling_group_name()
                 .and_then(|n| GroupName::parse(n).ok())
@@ -163,6 +180,7 @@ impl AutoScalingAdapter {
         let mut instances = Vec::new();
         let mut next_token: Option<String> = None;
         loop {
+            self.turn().await;
             let page = self
                 .client
                 .describe_warm_pool()
@@ -183,6 +201,7 @@ impl AutoScalingAdapter {
 /// Every group of `scope`, as `DescribeAutoScalingGroups` pages them (100 names a request).
 pub(super) async fn describe_groups(
     client: &aws_sdk_autoscaling::Client,
+    budget: &Budget,
     scope: &GroupScope,
 ) -> Result<Vec<AutoScalingGroup>, AwsError> {
     let requests: Vec<Option<&[GroupName]>> = match scope {
@@ -196,7 +215,10 @@ pub(super) async fn describe_groups(
             call = call.auto_scaling_group_names(name.as_str());
         }
         let mut pages = call.into_paginator().send();
-        while let Some(page) = pages.next().await {
+        while let Some(page) = {
+            budget.take(Api::AutoScaling).await;
+            pages.next().await
+        } {
             let page = page.map_err(|err| AwsError::from_sdk("DescribeAutoScalingGroups", err))?;
             groups.extend(page.auto_scaling_groups().iter().cloned());
         }

@@ -1,13 +1,17 @@
 //! Building the SDK clients: the standard environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, the
 //! credentials chain), with retries tuned for EC2's and Auto Scaling's throttling.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_config::retry::RetryConfig;
 use aws_config::timeout::TimeoutConfig;
 use aws_config::BehaviorVersion;
 
+use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
+
 use super::autoscaling::AutoScalingAdapter;
+use super::budget::{Budget, BudgetShare};
 use super::ec2::Ec2Adapter;
 
 /// Attempts per call. In a storm EC2 answers `RequestLimitExceeded` to many calls (and Auto
@@ -64,14 +68,36 @@ pub fn tuned(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
 pub struct AwsCloud {
     pub ec2: Ec2Adapter,
     pub autoscaling: AutoScalingAdapter,
+    budget: Arc<Budget>,
 }
 
 impl AwsCloud {
+    /// Clients that do not pace their calls (tests of the requests, one-off commands).
     pub fn new(config: &aws_config::SdkConfig) -> Self {
         Self::from_clients(
             aws_sdk_ec2::Client::new(config),
             aws_sdk_autoscaling::Client::new(config),
         )
+    }
+
+    /// Clients that pace their calls to this environment's part of lifeboat's `share` of the
+    /// account's budget (`budget`), on the configuration's clock and sleep.
+    pub fn budgeted(config: &aws_config::SdkConfig, share: BudgetShare) -> Self {
+        let budget = Arc::new(Budget::new(
+            share,
+            config.time_source().unwrap_or_default(),
+            config
+                .sleep_impl()
+                .unwrap_or_else(|| SharedAsyncSleep::new(TokioSleep::new())),
+        ));
+        Self {
+            ec2: Ec2Adapter::with_budget(aws_sdk_ec2::Client::new(config), budget.clone()),
+            autoscaling: AutoScalingAdapter::with_budget(
+                aws_sdk_autoscaling::Client::new(config),
+                budget.clone(),
+            ),
+            budget,
+        }
     }
 
     pub fn from_clients(
@@ -81,12 +107,13 @@ impl AwsCloud {
         Self {
             ec2: Ec2Adapter::new(ec2),
             autoscaling: AutoScalingAdapter::new(autoscaling),
+            budget: Arc::new(Budget::unlimited()),
         }
     }
 
-    /// Reads the standard environment and builds both clients.
-    pub async fn from_env() -> Self {
-        Self::new(&sdk_config().await)
+    /// Reads the standard environment and builds both clients, paced to `share`.
+    pub async fn from_env(share: BudgetShare) -> Self {
+        Self::budgeted(&sdk_config().await, share)
     }
 }
 
@@ -185,5 +212,11 @@ impl super::Lifecycle for AwsCloud {
         scope: &super::GroupScope,
     ) -> Result<Vec<super::WaitingInstance>, super::AwsError> {
         self.autoscaling.waiting_instances(scope).await
+    }
+}
+
+impl super::Pressure for AwsCloud {
+    fn congested(&self) -> bool {
+        self.budget.congested()
     }
 }

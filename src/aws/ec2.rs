@@ -3,7 +3,7 @@
 //! lifeboat's facts; it decides nothing.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::types::{
     AttachmentStatus, CopyTagsFromSource, DeviceType, EbsInstanceBlockDeviceSpecification, Filter,
@@ -12,6 +12,7 @@ use aws_sdk_ec2::types::{
 };
 use chrono::{DateTime, Utc};
 
+use super::budget::{Api, Budget};
 use super::{
     AwsError, AwsErrorKind, InstanceFacts, InstanceState, Inventory, SnapshotFacts, SnapshotQuery,
     SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts,
@@ -34,16 +35,29 @@ const EBS_ONLY_FAMILIES: &[&str] = &[
 /// `Inventory` and `SnapshotStore` on a real EC2 client.
 pub struct Ec2Adapter {
     client: aws_sdk_ec2::Client,
+    /// This environment's pace on each of EC2's buckets.
+    budget: Arc<Budget>,
     /// Instance-store disks per instance type: a fact of the type, so asked once per process.
     instance_store: Mutex<HashMap<String, Option<u32>>>,
 }
 
 impl Ec2Adapter {
+    /// Unpaced: for tests of the requests.
     pub fn new(client: aws_sdk_ec2::Client) -> Self {
+        Self::with_budget(client, Arc::new(Budget::unlimited()))
+    }
+
+    pub fn with_budget(client: aws_sdk_ec2::Client, budget: Arc<Budget>) -> Self {
         Self {
             client,
+            budget,
             instance_store: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Waits for this environment's turn on the action's bucket.
+    async fn turn(&self, action: &'static str) {
+        self.budget.take(Api::Ec2(action)).await;
     }
 }
 
@@ -162,10 +176,13 @@ fn volume_facts(
 impl Inventory for Ec2Adapter {
     async fn describe_instance(&self, id: &InstanceId) -> Result<Option<InstanceFacts>, AwsError> {
         const OP: &str = "DescribeInstances";
+        // A filter, not InstanceIds: EC2 charges an unfiltered, unpaginated DescribeInstances
+        // to a bucket half the size.
+        self.turn(OP).await;
         let reply = match self
             .client
             .describe_instances()
-            .instance_ids(id.as_str())
+            .filters(filter("instance-id", [id.as_str()]))
             .send()
             .await
         {
@@ -217,7 +234,10 @@ impl Inventory for Ec2Adapter {
             .into_paginator()
             .send();
         let mut volumes = Vec::new();
-        while let Some(page) = pages.next().await {
+        while let Some(page) = {
+            self.turn(OP).await;
+            pages.next().await
+        } {
             let page = page.map_err(|err| AwsError::from_sdk(OP, err))?;
             for volume in page.volumes() {
                 if let Some(facts) = volume_facts(id, volume)? {
@@ -237,6 +257,7 @@ impl Inventory for Ec2Adapter {
         if let Some(known) = self.cached_instance_store(instance_type) {
             return Ok(known);
         }
+        self.turn("DescribeInstanceTypes").await;
         let reply = self
             .client
             .describe_instance_types()
@@ -286,6 +307,7 @@ impl Inventory for Ec2Adapter {
                     .build(),
             );
         }
+        self.turn("ModifyInstanceAttribute").await;
         modify
             .send()
             .await
@@ -314,7 +336,10 @@ impl Ec2Adapter {
             .into_paginator()
             .send();
         let mut snapshots = Vec::new();
-        while let Some(page) = pages.next().await {
+        while let Some(page) = {
+            self.turn(OP).await;
+            pages.next().await
+        } {
             let page = page.map_err(|err| AwsError::from_sdk(OP, err))?;
             for snapshot in page.snapshots() {
                 snapshots.push(snapshot_facts(snapshot)?);
@@ -367,6 +392,7 @@ impl SnapshotStore for Ec2Adapter {
         if request.copy_volume_tags {
             call = call.copy_tags_from_source(CopyTagsFromSource::Volume);
         }
+        self.turn("CreateSnapshots").await;
         let reply = call
             .send()
             .await
@@ -376,6 +402,7 @@ impl SnapshotStore for Ec2Adapter {
 
     async fn create_snapshot(&self, request: &SnapshotRequest) -> Result<SnapshotFacts, AwsError> {
         const OP: &str = "CreateSnapshot";
+        self.turn(OP).await;
         let reply = self
             .client
             .create_snapshot()
@@ -409,6 +436,7 @@ impl Tagging for Ec2Adapter {
         if resources.is_empty() || tags.is_empty() {
             return Ok(());
         }
+        self.turn("CreateTags").await;
         self.client
             .create_tags()
             .set_resources(Some(resources.iter().map(|id| id.to_string()).collect()))
@@ -739,7 +767,13 @@ mod tests {
     #[tokio::test]
     async fn describe_instance_reads_state_type_and_root_device() {
         let rule = mock!(Client::describe_instances)
-            .match_requests(|r| r.instance_ids() == ["i-0123456789abcdef0"])
+            // A filter, so that EC2 charges the larger of DescribeInstances' buckets.
+            .match_requests(|r| {
+                r.instance_ids().is_empty()
+                    && r.filters().iter().any(|f| {
+                        f.name() == Some("instance-id") && f.values() == ["i-0123456789abcdef0"]
+                    })
+            })
             .then_output(|| {
                 DescribeInstancesOutput::builder()
                     .reservations(

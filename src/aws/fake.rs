@@ -5,7 +5,7 @@
 //! record of every call. It follows AWS's semantics where the rescue depends on them; the
 //! end-to-end tests use the real SDK against the local AWS instead.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -13,8 +13,8 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ActionResult, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts, InstanceState,
-    Inventory, Lifecycle, SnapshotFacts, SnapshotQuery, SnapshotRequest, SnapshotSetRequest,
-    SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts, WaitingInstance,
+    Inventory, Lifecycle, Pressure, SnapshotFacts, SnapshotQuery, SnapshotRequest,
+    SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts, WaitingInstance,
 };
 use crate::clock::{Clock, FakeClock};
 use crate::ids::{ActionRef, GroupName, HookName, InstanceId, ResourceId, SnapshotId, VolumeId};
@@ -98,12 +98,16 @@ struct World {
     volumes_unlisted_for: usize,
     crash_after: Option<usize>,
     next_id: u64,
+    /// Instances EC2 does not list for now (its API is eventually consistent).
+    unlisted: BTreeSet<InstanceId>,
 }
 
 /// The fake AWS; share it with `Arc` and keep a handle on its clock.
 pub struct FakeCloud {
     world: Mutex<World>,
     pub clock: Arc<FakeClock>,
+    /// What `Pressure::congested` answers: the account is busy.
+    pub congested: std::sync::atomic::AtomicBool,
 }
 
 impl FakeCloud {
@@ -114,6 +118,7 @@ impl FakeCloud {
                 ..World::default()
             }),
             clock,
+            congested: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -351,6 +356,16 @@ impl FakeCloud {
     }
 
     /// Another hook also holds the instance: completing lifeboat's action leaves it waiting.
+    /// EC2 stops (`true`) or starts again listing the instance in `DescribeInstances`.
+    pub fn unlist(&self, instance: &InstanceId, unlisted: bool) {
+        let mut world = self.world();
+        if unlisted {
+            world.unlisted.insert(instance.clone());
+        } else {
+            world.unlisted.remove(instance);
+        }
+    }
+
     pub fn hold_by_another_hook(&self, instance: &InstanceId) {
         self.world().held_by_another_hook.push(instance.clone());
     }
@@ -537,6 +552,9 @@ impl FakeCloud {
 impl Inventory for FakeCloud {
     async fn describe_instance(&self, id: &InstanceId) -> Result<Option<InstanceFacts>, AwsError> {
         let world = self.call("DescribeInstances")?;
+        if world.unlisted.contains(id) {
+            return Ok(None);
+        }
         Ok(world.instances.get(id).map(|i| InstanceFacts {
             id: id.clone(),
             state: i.state.clone(),
@@ -693,6 +711,12 @@ impl SnapshotStore for FakeCloud {
             now,
             None,
         ))
+    }
+}
+
+impl Pressure for FakeCloud {
+    fn congested(&self) -> bool {
+        self.congested.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 

@@ -3,6 +3,7 @@
 //! clients from the standard environment. Nothing outside this module sees an SDK type.
 
 pub mod autoscaling;
+pub mod budget;
 pub mod client;
 pub mod ec2;
 mod error;
@@ -277,7 +278,17 @@ pub trait Lifecycle: Send + Sync {
     ) -> impl Future<Output = Result<Vec<WaitingInstance>, AwsError>> + Send;
 }
 
-/// Everything a rescue needs from AWS.
-pub trait Cloud: Inventory + SnapshotStore + Tagging + Lifecycle {}
+/// How busy the account's API budget is for this environment.
+pub trait Pressure: Send + Sync {
+    /// A call had to wait for its turn lately (`budget`): the account is busy, and an
+    /// invocation should not hold on waiting for snapshots it can leave to the completion
+    /// event and the sweep.
+    fn congested(&self) -> bool {
+        false
+    }
+}
 
-impl<T: Inventory + SnapshotStore + Tagging + Lifecycle> Cloud for T {}
+/// Everything a rescue needs from AWS.
+pub trait Cloud: Inventory + SnapshotStore + Tagging + Lifecycle + Pressure {}
+
+impl<T: Inventory + SnapshotStore + Tagging + Lifecycle + Pressure> Cloud for T {}

@@ -244,7 +244,13 @@ impl OperatorAws {
     /// The groups of `scope` (every group of the account and region for `All`).
     pub async fn groups(&self, scope: &GroupScope) -> Result<Vec<GroupView>, AwsError> {
         let mut groups = Vec::new();
-        for group in super::autoscaling::describe_groups(&self.autoscaling, scope).await? {
+        for group in super::autoscaling::describe_groups(
+            &self.autoscaling,
+            &super::budget::Budget::unlimited(),
+            scope,
+        )
+        .await?
+        {
             let Some(name) = group
                 .auto_scaling_group_name()
                 .and_then(|n| GroupName::parse(n).ok())

@@ -14,6 +14,24 @@ pub const HOLD_SLACK: Duration = Duration::from_secs(60);
 /// The shortest heartbeat timeout AWS allows; assumed when the hook's own is unknown.
 pub const MIN_HEARTBEAT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How much hold a rescue left to the sweep must have left: until the sweep after next (one
+/// sweep may be missed or late), with slack — or, when the hook's heartbeat timeout is too
+/// short for that, until the next sweep.
+pub fn renewal_margin(heartbeat_timeout: Duration, sweep_interval: Duration) -> Duration {
+    let two_sweeps = sweep_interval * 2 + HOLD_SLACK;
+    if heartbeat_timeout > two_sweeps {
+        two_sweeps
+    } else {
+        sweep_interval + HOLD_SLACK
+    }
+}
+
+/// A renewal is worth recording in the rescue's tags when it spares the next sweep a heartbeat:
+/// the hold it gives outlasts the next sweep's margin.
+pub fn renewal_worth_recording(heartbeat_timeout: Duration, sweep_interval: Duration) -> bool {
+    heartbeat_timeout >= renewal_margin(heartbeat_timeout, sweep_interval) + sweep_interval
+}
+
 /// One volume the rescue must save, and the states of the snapshots taken of it, oldest first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VolumeProgress {
@@ -236,7 +254,8 @@ fn wait(facts: &Facts) -> Decision {
             });
         }
     }
-    let renewed_recently = elapsed_by(facts.now).is_some_and(|elapsed| elapsed + needed <= timeout);
+    let margin = renewal_margin(timeout, facts.sweep_interval);
+    let renewed_recently = elapsed_by(facts.now).is_some_and(|elapsed| elapsed + margin <= timeout);
     Decision::Wait(Wait {
         heartbeat: facts.hold.heartbeat_timeout.is_none() || !renewed_recently,
         pause: None,

@@ -10,6 +10,7 @@ use crate::aws::{AwsErrorKind, Cloud, HookFacts};
 use crate::clock::Clock;
 use crate::config::{Config, RescueSettings};
 use crate::report::RescueReport;
+use crate::tags;
 
 /// The hook as far as one rescue needs it: its timing and the group's settings, looked up once
 /// and only when needed.
@@ -72,14 +73,26 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         }
     }
 
-    /// Heartbeat. `Some(report)` when the action turned out to be over.
+    /// Heartbeat, and with `record` the renewal in the rescue's tags (on its snapshots, or on
+    /// the instance before a set exists), so that later invocations know the hold is fresh and
+    /// spare the account's Auto Scaling budget. `Some(report)` when the action turned out to be
+    /// over.
     pub(super) async fn renew_hold(
         &self,
         rescue: &mut Rescue,
+        record: bool,
     ) -> Result<Option<RescueReport>, RescueError> {
         match self.cloud.heartbeat(&rescue.action).await {
             Ok(()) => {
-                rescue.renewed_at = Some(self.clock.now());
+                let now = self.clock.now();
+                rescue.renewed_at = Some(now);
+                if record {
+                    let resources = rescue.record_resources();
+                    if let Err(err) = self.cloud.tag(&resources, &tags::renewal_tags(now)).await {
+                        // Only a saving lost: the next invocation renews the hold again.
+                        warn!(error = %err, "could not record the renewal of the hold");
+                    }
+                }
                 Ok(None)
             }
             Err(err) if err.is(AwsErrorKind::NoActiveAction) => self.ended(rescue).await.map(Some),

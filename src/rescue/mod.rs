@@ -32,7 +32,7 @@ use crate::clock::Clock;
 use crate::config::{Config, OverrideError, RescueSettings};
 use crate::ids::{ActionRef, ActionToken, InstanceId, VolumeId};
 use crate::report::{Outcome, RescueReport};
-use crate::tags::{InstanceRecord, KeptReason};
+use crate::tags::{self, InstanceRecord, KeptReason};
 use crate::telemetry::Metrics;
 
 use decision::{decide, Decision, Facts, Hold};
@@ -129,6 +129,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             let record = described.as_ref().and_then(|i| self.record_of(&rescue, i));
             if let Some(record) = &record {
                 rescue.adopt(record);
+                rescue.note_renewal(described.as_ref().and_then(|i| tags::renewed_at(&i.tags)));
                 if rescue.state.is_final() {
                     info!(state = %rescue.state, "rescue already finished (the instance's record says so); nothing to do");
                     return Ok(rescue.report(Outcome::AlreadyFinished, None));
@@ -137,11 +138,13 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             let instance = match described {
                 Some(instance) if !instance.state.is_gone() => instance,
                 other => {
+                    let listed = other.is_some();
                     warn!(state = ?other.map(|i| i.state), "instance is gone (or going)");
                     rescue.instance_gone = true;
                     // Gone after an earlier invocation released it, most often: its record says.
                     return match self.existing(&mut rescue).await? {
                         Some(found) => self.carry_on(found, rescue, &mut hook, inline_until).await,
+                        None if !listed => self.unlisted(&mut rescue).await,
                         None => self.drive(&mut rescue, &mut hook, inline_until).await,
                     };
                 }
@@ -173,6 +176,28 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         }
         .instrument(span)
         .await
+    }
+
+    /// EC2 does not list the instance, and no snapshot of this rescue exists. Its API is
+    /// eventually consistent, so that is no proof the instance is gone: completing the action
+    /// now (ABANDON terminates it too) could let volumes die that nobody has read, let alone
+    /// kept. A heartbeat tells: an action still held means the instance is there — hold it and
+    /// leave the rescue to the sweep; no action means it is over.
+    async fn unlisted(&self, rescue: &mut Rescue) -> Result<RescueReport, RescueError> {
+        match self.cloud.heartbeat(&rescue.action).await {
+            Ok(()) => {
+                rescue.renewed_at = Some(self.clock.now());
+                warn!("EC2 does not list the instance although its lifecycle action is held; holding it and leaving the rescue to the sweep");
+                Ok(rescue.report(
+                    Outcome::Waiting,
+                    Some("EC2 does not list the instance yet".into()),
+                ))
+            }
+            Err(err) if err.is(crate::aws::AwsErrorKind::NoActiveAction) => {
+                self.ended(rescue).await
+            }
+            Err(err) => Err(rescue.error(err)),
+        }
     }
 
     /// Moves an in-flight rescue forward without waiting inline (completion events, sweep).
@@ -381,6 +406,14 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                     .iter()
                     .all(|v| v.attempts.contains(&SnapshotState::Completed));
             let now = self.clock.now();
+            // When the account's API budget is busy (this environment had to wait for a
+            // turn), an invocation does not hold on waiting for snapshots: the completion event
+            // and the sweep see them through, and the concurrency goes to other rescues.
+            let inline_until = if self.cloud.congested() {
+                inline_until.min(now)
+            } else {
+                inline_until
+            };
             let next_pause = self.config.poll.pause(round);
             // The hook's timing matters only when the hold could lapse under the shortest
             // timeout AWS allows, or when this invocation leaves the rescue to others.
@@ -421,7 +454,13 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
                 Decision::FailSafe(reason) => return self.fail_safe(rescue, reason).await,
                 Decision::Wait(wait) => {
                     if wait.heartbeat {
-                        if let Some(report) = self.renew_hold(rescue).await? {
+                        let record = hook_facts.is_some_and(|h| {
+                            decision::renewal_worth_recording(
+                                h.heartbeat_timeout,
+                                self.config.sweep_interval,
+                            )
+                        });
+                        if let Some(report) = self.renew_hold(rescue, record).await? {
                             return Ok(report);
                         }
                     }

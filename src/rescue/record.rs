@@ -93,6 +93,7 @@ impl Rescue {
     pub(super) fn adopt(&mut self, record: &InstanceRecord) {
         self.started_at = record.started_at;
         self.action_started_at = self.action_started_at.or(record.action_started_at);
+        self.note_renewal(self.action_started_at);
         if self.token.is_none() {
             self.token = record.token.clone();
         }
@@ -108,6 +109,7 @@ impl Rescue {
         if self.action_started_at.is_none() {
             self.action_started_at = fresh.action_started_at;
         }
+        self.note_renewal(fresh.renewed_at);
         if self.token.is_none() {
             self.token = fresh.token;
         }
@@ -151,8 +153,33 @@ impl Rescue {
             label.started_at,
             label.action_started_at,
             label.state,
-            None,
+            // The hold lasts from the action's start at least.
+            label.action_started_at,
         )
+    }
+
+    /// Where the rescue's record lives: its snapshots, or its instance before a set exists.
+    pub(super) fn record_resources(&self) -> Vec<ResourceId> {
+        if self.snapshots.is_empty() {
+            vec![ResourceId::Instance(self.action.instance_id.clone())]
+        } else {
+            self.snapshots
+                .keys()
+                .cloned()
+                .map(ResourceId::Snapshot)
+                .collect()
+        }
+    }
+
+    /// Nothing says the hold still stands (Auto Scaling no longer lists the instance as
+    /// waiting): the next wait renews it, which tells whether the action is over.
+    pub fn doubt_hold(&mut self) {
+        self.renewed_at = None;
+    }
+
+    /// A renewal of the hold this invocation learnt of (a tag, a heartbeat): the latest counts.
+    pub(super) fn note_renewal(&mut self, at: Option<DateTime<Utc>>) {
+        self.renewed_at = self.renewed_at.max(at);
     }
 
     /// Takes in a snapshot of this rescue (new, or a fresher view of a known one).
@@ -161,6 +188,8 @@ impl Rescue {
         // make an old snapshot count.
         self.started_at = self.started_at.max(label.started_at);
         self.action_started_at = self.action_started_at.max(label.action_started_at);
+        self.note_renewal(label.action_started_at);
+        self.note_renewal(tags::renewed_at(&snapshot.tags));
         if self.token.is_none() {
             self.token = label.token.clone();
         }

@@ -370,6 +370,37 @@ async fn an_instance_already_gone_is_recorded_as_ended_without_snapshotting() {
 }
 
 #[tokio::test]
+async fn an_instance_ec2_does_not_list_while_its_action_is_held_is_held_not_abandoned() {
+    // GIVEN a waiting instance that EC2's eventually consistent API does not list for now
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud.unlist(&instance, true);
+    // WHEN its event arrives
+    let report = w.deliver(&instance, 60).await.unwrap();
+    // THEN lifeboat does not take that for the instance's end: no ABANDON (which would
+    // terminate it with volumes nobody kept), the hold renewed, the rescue left to the sweep
+    assert_eq!(report.outcome, Outcome::Waiting);
+    let action = w.cloud.action(&instance);
+    assert!(action.active);
+    assert_eq!(action.result, None);
+    assert_eq!(action.heartbeats, 1);
+    // WHEN EC2 lists it again and the sweep comes by THEN it is rescued and released
+    w.cloud.unlist(&instance, false);
+    w.clock.advance(Duration::from_secs(60));
+    w.sweep().await;
+    w.clock.advance(Duration::from_secs(60));
+    w.sweep().await;
+    assert_eq!(
+        w.cloud.action(&instance).result,
+        Some(ActionResult::Continue)
+    );
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
 async fn an_action_already_over_is_recorded_not_retried_forever() {
     // GIVEN a rescue waiting on slow snapshots
     let w = world();

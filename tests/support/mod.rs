@@ -122,7 +122,7 @@ impl LocalAws {
 
 /// Lifeboat's clock in these tests: the system's, moved forward with the emulator's when a test
 /// lets hours pass.
-#[derive(Clone, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct SharedClock {
     offset_ms: Arc<AtomicI64>,
 }
@@ -134,6 +134,18 @@ impl Clock for SharedClock {
 
     fn sleep(&self, duration: Duration) -> impl std::future::Future<Output = ()> + Send {
         tokio::time::sleep(duration)
+    }
+}
+
+/// The SDK's idea of now (and so the pace of lifeboat's API budget) on the same clock: hours
+/// a test lets pass refill the buckets as they do the local AWS's.
+impl aws_smithy_async::time::TimeSource for SharedClock {
+    fn now(&self) -> std::time::SystemTime {
+        std::time::SystemTime::now()
+            .checked_add(Duration::from_millis(
+                self.offset_ms.load(Ordering::SeqCst).max(0) as u64,
+            ))
+            .unwrap_or_else(std::time::SystemTime::now)
     }
 }
 
@@ -154,6 +166,8 @@ pub const FAST: &[(&str, &str)] = &[
     ("LIFEBOAT_POLL_MAX_SECONDS", "1"),
     ("LIFEBOAT_INLINE_WAIT_SECONDS", "20"),
     ("LIFEBOAT_SWEEP_INTERVAL_SECONDS", "60"),
+    // One process is the whole of lifeboat here: it paces itself to the whole of its share.
+    ("LIFEBOAT_CONCURRENCY", "1"),
 ];
 
 impl World {
@@ -161,8 +175,10 @@ impl World {
         let turn = TURN.lock().await;
         let aws = LocalAws::get();
         aws.control("reset", Some(json!({})));
+        let clock = SharedClock::default();
         let sdk = tuned(
             aws_config::defaults(aws_config::BehaviorVersion::latest())
+                .time_source(clock.clone())
                 .endpoint_url(&aws.endpoint)
                 .region(aws_config::Region::new(REGION))
                 .credentials_provider(aws_sdk_ec2::config::Credentials::new(
@@ -189,8 +205,8 @@ impl World {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             asg: aws_sdk_autoscaling::Client::new(&sdk),
             lifeboat: Lifeboat {
-                cloud: AwsCloud::new(&sdk),
-                clock: SharedClock::default(),
+                cloud: AwsCloud::budgeted(&sdk, config.budget),
+                clock,
                 config,
                 metrics: Metrics::new("Lifeboat", MetricSink::Memory(Mutex::new(Vec::new()))),
             },
@@ -677,4 +693,54 @@ pub fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
 
 pub fn repo_path(rel: &str) -> PathBuf {
     repo().join(Path::new(rel))
+}
+
+/// One caller's use of one of the local AWS's throttling buckets (`GET /_localaws/throttle`):
+/// the calls it admitted, per emulated second, and those it refused.
+#[derive(Debug, Default)]
+pub struct BucketUsage {
+    pub calls: u64,
+    pub throttled: u64,
+    pub by_second: std::collections::BTreeMap<i64, u64>,
+}
+
+impl BucketUsage {
+    /// Every bucket `caller` (an access key id) drew from, by name, in the throttle report.
+    pub fn of_caller(report: &Value, caller: &str) -> Vec<(String, BucketUsage)> {
+        report["callers"][caller]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(bucket, usage)| {
+                let by_second = usage["by_second"]
+                    .as_object()
+                    .into_iter()
+                    .flatten()
+                    .map(|(s, n)| (s.parse().unwrap_or(0), n.as_u64().unwrap_or(0)))
+                    .collect();
+                let usage = BucketUsage {
+                    calls: usage["calls"].as_u64().unwrap_or(0),
+                    throttled: usage["throttled"].as_u64().unwrap_or(0),
+                    by_second,
+                };
+                (bucket.clone(), usage)
+            })
+            .collect()
+    }
+
+    /// The most calls admitted in any `seconds` consecutive seconds, and where that window began.
+    pub fn busiest(&self, seconds: i64) -> (u64, i64) {
+        self.by_second
+            .keys()
+            .map(|&start| {
+                let calls = self
+                    .by_second
+                    .range(start..start + seconds)
+                    .map(|(_, n)| n)
+                    .sum();
+                (calls, start)
+            })
+            .max()
+            .unwrap_or_default()
+    }
 }
