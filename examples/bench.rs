@@ -57,6 +57,53 @@ const SNAPSHOT_SECONDS: f64 = 4.0;
 /// A wait long enough to outlast half the shortest heartbeat timeout.
 const LONG_SNAPSHOT_SECONDS: f64 = 40.0;
 
+/// How many times each time figure is measured: the tables give the median and the spread.
+const RUNS: usize = 5;
+/// Cold starts are cheap to repeat: more runs.
+const COLD_START_RUNS: usize = 21;
+
+/// Repeated measurements of one time figure, in seconds.
+#[derive(Debug, Clone, Default)]
+struct Spread(Vec<f64>);
+
+impl Spread {
+    fn push(&mut self, seconds: f64) {
+        self.0.push(seconds);
+    }
+
+    fn sorted(&self) -> Vec<f64> {
+        let mut sorted = self.0.clone();
+        sorted.sort_by(f64::total_cmp);
+        sorted
+    }
+
+    fn median(&self) -> f64 {
+        let sorted = self.sorted();
+        match sorted.len() {
+            0 => 0.0,
+            n if n % 2 == 1 => sorted[n / 2],
+            n => (sorted[n / 2 - 1] + sorted[n / 2]) / 2.0,
+        }
+    }
+
+    /// "7.0 s (6.2–7.9 s over 5 runs)", in `unit` ("s" or "ms").
+    fn show(&self, unit: &str) -> String {
+        let factor = if unit == "ms" { 1000.0 } else { 1.0 };
+        let sorted = self.sorted();
+        let (low, high) = (
+            sorted.first().copied().unwrap_or(0.0),
+            sorted.last().copied().unwrap_or(0.0),
+        );
+        format!(
+            "{:.1} {unit} ({:.1}–{:.1} {unit} over {} runs)",
+            self.median() * factor,
+            low * factor,
+            high * factor,
+            sorted.len()
+        )
+    }
+}
+
 /// Production settings, but for the sweep interval the tests use.
 const PRODUCTION: &[(&str, &str)] = &[
     ("LIFEBOAT_POLL_INITIAL_SECONDS", "5"),
@@ -390,16 +437,9 @@ fn runtime_api(events: Vec<Value>) -> (u16, mpsc::Receiver<(Instant, String)>) {
     (port, rx)
 }
 
-/// Cold start and peak memory of the release Lambda binary: started under the runtime API,
-/// handed a termination event (and then a sweep), its peak RSS read after each.
-async fn lambda_binary(binary: &PathBuf) -> (Duration, u64, u64) {
-    let w = World::new(&[]).await;
-    let event = terminate_one(&w, "cold", 3, 1.0).await;
-    let sweep = json!({"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
-        "account": "123456789012", "time": chrono::Utc::now().to_rfc3339(), "region": "us-east-1", "resources": [], "detail": {}});
-    let (port, requests) = runtime_api(vec![event, sweep]);
-    let started = Instant::now();
-    let mut child = Command::new(binary)
+/// The release Lambda binary, started as Lambda starts it, under the runtime API on `port`.
+fn start_function(binary: &PathBuf, port: u16, endpoint: &str) -> std::process::Child {
+    Command::new(binary)
         .env_clear()
         .env("AWS_LAMBDA_RUNTIME_API", format!("127.0.0.1:{port}"))
         .env("AWS_LAMBDA_FUNCTION_NAME", "lifeboat")
@@ -408,7 +448,7 @@ async fn lambda_binary(binary: &PathBuf) -> (Duration, u64, u64) {
         .env("AWS_LAMBDA_LOG_STREAM_NAME", "bench")
         .env("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/lifeboat")
         .env("AWS_REGION", "us-east-1")
-        .env("AWS_ENDPOINT_URL", &w.aws.endpoint)
+        .env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ACCESS_KEY_ID", support::ACCESS_KEY_ID)
         .env("AWS_SECRET_ACCESS_KEY", support::SECRET_ACCESS_KEY)
         .env("LIFEBOAT_POLL_INITIAL_SECONDS", "1")
@@ -416,12 +456,39 @@ async fn lambda_binary(binary: &PathBuf) -> (Duration, u64, u64) {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("the release Lambda binary");
+        .expect("the release Lambda binary")
+}
+
+/// Cold start and peak memory of the release Lambda binary. The cold start, measured
+/// `COLD_START_RUNS` times, runs from the `exec` of a fresh process to its first request for
+/// work (`GET /runtime/invocation/next`): loading the binary, the Rust and tokio runtimes,
+/// reading and checking the configuration, and building the AWS SDK's clients (credentials
+/// from the environment: no network). Lambda's own part of an init (starting the execution
+/// environment, fetching the code) is not in it. Then one process is handed a termination
+/// event (and then a sweep), its peak RSS read after each.
+async fn lambda_binary(binary: &PathBuf) -> (Spread, u64, u64) {
+    let w = World::new(&[]).await;
+    let mut cold = Spread::default();
+    for _ in 0..COLD_START_RUNS {
+        let (port, requests) = runtime_api(Vec::new());
+        let started = Instant::now();
+        let mut child = start_function(binary, port, &w.aws.endpoint);
+        let (first_ask, _) = requests
+            .recv_timeout(Duration::from_secs(30))
+            .expect("the function asks for work");
+        cold.push((first_ask - started).as_secs_f64());
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    let event = terminate_one(&w, "cold", 3, 1.0).await;
+    let sweep = json!({"version": "0", "id": "s", "detail-type": "Scheduled Event", "source": "aws.events",
+        "account": "123456789012", "time": chrono::Utc::now().to_rfc3339(), "region": "us-east-1", "resources": [], "detail": {}});
+    let (port, requests) = runtime_api(vec![event, sweep]);
+    let mut child = start_function(binary, port, &w.aws.endpoint);
     let pid = child.id().to_string();
-    let (first_ask, _) = requests
+    requests
         .recv_timeout(Duration::from_secs(30))
         .expect("the function asks for work");
-    let cold_start = first_ask - started;
     let mut peaks = Vec::new();
     while peaks.len() < 2 {
         let (_, line) = requests
@@ -433,7 +500,7 @@ async fn lambda_binary(binary: &PathBuf) -> (Duration, u64, u64) {
     }
     let _ = child.kill();
     let _ = child.wait();
-    (cold_start, peaks[0], peaks[1])
+    (cold, peaks[0], peaks[1])
 }
 
 fn table_of_calls(rows: &[(String, BTreeMap<&'static str, u64>)]) -> String {
@@ -458,35 +525,6 @@ fn table_of_calls(rows: &[(String, BTreeMap<&'static str, u64>)]) -> String {
     t
 }
 
-fn machine() -> String {
-    let cpu = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|c| {
-            c.lines()
-                .find(|l| l.starts_with("model name"))
-                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
-        })
-        .unwrap_or_default();
-    let cores = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(0);
-    let mem = std::fs::read_to_string("/proc/meminfo")
-        .ok()
-        .and_then(|m| {
-            m.lines().next().map(|l| {
-                l.split_whitespace()
-                    .nth(1)
-                    .unwrap_or("0")
-                    .parse::<u64>()
-                    .unwrap_or(0)
-                    / 1024
-                    / 1024
-            })
-        })
-        .unwrap_or(0);
-    format!("{cores} cores ({cpu}), {mem} GiB, Linux")
-}
-
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
@@ -501,7 +539,7 @@ async fn main() {
         "Measured by `scripts/bench` on {} against the local AWS (moto 5.2.5 with the project's harness, on 127.0.0.1), {}. \
          Counts of AWS calls are exact and repeatable; times depend on the machine and on the emulator (each of its calls \
          takes a few milliseconds), not on AWS.\n",
-        machine(),
+        support::machine(),
         chrono::Utc::now().format("%Y-%m-%d")
     );
 
@@ -509,19 +547,37 @@ async fn main() {
     let mut rows = Vec::new();
     let mut times = Vec::new();
     for volumes in [1, 3, 8] {
-        let [(calls, time), _] = two_rescues(volumes, SNAPSHOT_SECONDS).await;
+        let mut time = Spread::default();
+        let mut first = None;
+        for _ in 0..RUNS {
+            let [(calls, elapsed), _] = two_rescues(volumes, SNAPSHOT_SECONDS).await;
+            time.push(elapsed.as_secs_f64());
+            first.get_or_insert(calls);
+        }
         rows.push((
             format!(
                 "lifeboat, {volumes} volume{}",
                 if volumes == 1 { "" } else { "s" }
             ),
-            calls,
+            first.unwrap_or_default(),
         ));
         times.push(time);
     }
     let [(long_cold, _), (long_warm, _)] = two_rescues(3, LONG_SNAPSHOT_SECONDS).await;
-    let (naive_calls, naive_time) = naive_rescue(3).await;
-    let (deployed_calls, deployed_time) = deployed_rescue(3).await;
+    let (mut naive_time, mut deployed_time) = (Spread::default(), Spread::default());
+    let (mut naive_calls, mut deployed_calls) = (BTreeMap::new(), BTreeMap::new());
+    for run in 0..RUNS {
+        let (calls, elapsed) = naive_rescue(3).await;
+        naive_time.push(elapsed.as_secs_f64());
+        if run == 0 {
+            naive_calls = calls;
+        }
+        let (calls, elapsed) = deployed_rescue(3).await;
+        deployed_time.push(elapsed.as_secs_f64());
+        if run == 0 {
+            deployed_calls = calls;
+        }
+    }
     let _ = writeln!(doc, "## One rescue: AWS calls by operation\n");
     let _ = writeln!(
         doc,
@@ -556,8 +612,8 @@ async fn main() {
         let besides = c.values().sum::<u64>() - polls;
         let _ = writeln!(
             doc,
-            "- {name}: {besides} calls besides its {polls} poll(s), released {:.1} s after the event.",
-            t.as_secs_f64()
+            "- {name}: {besides} calls besides its {polls} poll(s) (the first run's counts), released {} after the event.",
+            t.show("s")
         );
     }
 
@@ -581,20 +637,28 @@ async fn main() {
     ]));
     let _ = writeln!(
         doc,
-        "\nTime from the termination event to the release, for snapshots that take {SNAPSHOT_SECONDS} s: lifeboat on its \
-         polls alone {:.1} s (its pauses grow by half from 5 s, each jittered down to half, to spare calls on long waits \
-         and spread a storm), lifeboat as deployed {:.1} s \
+        "\nTime from the termination event to the release, for snapshots that take {SNAPSHOT_SECONDS} s (median, and the \
+         range of the runs): lifeboat on its polls alone {} (its pauses grow by half from 5 s, each jittered down to \
+         half, to spare calls on long waits and spread a storm), lifeboat as deployed {} \
          (the completion event releases it within milliseconds of EBS's news; the waiting invocation then stops at its \
-         next poll), the alternative {:.1} s. Polls grow with the volumes for the alternative ({} here) and stay one \
+         next poll), the alternative {}. Polls grow with the volumes for the alternative ({} here) and stay one \
          per round for lifeboat.",
-        times[1].as_secs_f64(),
-        deployed_time.as_secs_f64(),
-        naive_time.as_secs_f64(),
+        times[1].show("s"),
+        deployed_time.show("s"),
+        naive_time.show("s"),
         naive_calls.get("ec2:DescribeSnapshots").copied().unwrap_or(0)
     );
 
     eprintln!("bench: release after the completion event");
-    let (event_calls, delay_ms) = release_after_event().await;
+    let mut delay = Spread::default();
+    let mut event_calls = BTreeMap::new();
+    for run in 0..RUNS {
+        let (calls, delay_ms) = release_after_event().await;
+        delay.push(delay_ms / 1000.0);
+        if run == 0 {
+            event_calls = calls;
+        }
+    }
     let _ = writeln!(doc, "\n## Release after the completion event\n");
     doc.push_str(&table_of_calls(&[(
         "completion event → CONTINUE".into(),
@@ -604,12 +668,12 @@ async fn main() {
         doc,
         "\n{} calls before `CompleteLifecycleAction` (the event's snapshots, read by id — they save every volume, so no \
          second look-up —, a fresh read of the attached volumes — the invariant is checked against EC2 at that moment —, \
-         and the kept-first volumes given back their DeleteOnTermination), {:.0} ms from delivery to the completion; the \
+         and the kept-first volumes given back their DeleteOnTermination), {} from delivery to the completion; the \
          state tag is written after. Fewer would be possible only by trusting the volumes attached when the set started \
          (a volume attached during the hold would be let go unsaved) or by leaving the kept volumes behind the \
          instance (billed, orphaned).",
         event_calls.iter().filter(|(op, _)| **op != "ec2:CreateTags" && **op != "autoscaling:CompleteLifecycleAction").map(|(_, n)| n).sum::<u64>(),
-        delay_ms
+        delay.show("ms")
     );
 
     eprintln!("bench: the sweep's reads");
@@ -639,17 +703,24 @@ async fn main() {
          production settings, 32 concurrent invocations sharing one process (peak RSS is the benchmark process's, \
          local AWS clients and all), every event (terminations and snapshot completions) delivered as it comes.\n"
     );
-    let _ = writeln!(doc, "| instances | wall time to the last release | AWS calls needed | calls per rescue | requests repeated (lost responses) | peak RSS of the process |\n|---|---|---|---|---|---|");
+    let _ = writeln!(doc, "| instances | wall time to the last release (median, range) | AWS calls needed | calls per rescue | requests repeated (lost responses) | peak RSS of the process |\n|---|---|---|---|---|---|");
     for n in [10, 100, 500] {
-        let (elapsed, c, total, repeats) = storm(n).await;
+        let mut wall = Spread::default();
+        let mut first = None;
+        for _ in 0..3 {
+            let (elapsed, c, total, repeats) = storm(n).await;
+            wall.push(elapsed.as_secs_f64());
+            first.get_or_insert((c, total, repeats));
+        }
+        let (c, total, repeats) = first.unwrap_or_default();
         let _ = writeln!(
             doc,
-            "| {n} | {:.1} s | {total} | {:.1} | {repeats} | {} MiB |",
-            elapsed.as_secs_f64(),
+            "| {n} | {} | {total} | {:.1} | {repeats} | {} MiB |",
+            wall.show("s"),
             total as f64 / n as f64,
             peak_rss_kib("self") / 1024
         );
-        storm_rows.push((format!("{n} instances, per rescue ×{n}"), c));
+        storm_rows.push((format!("{n} instances, per rescue ×{n} (first run)"), c));
     }
     let _ = writeln!(doc, "\nBy operation:\n");
     doc.push_str(&table_of_calls(&storm_rows));
@@ -660,7 +731,7 @@ async fn main() {
     let arm64 = root.join(".aws-sam/build/Function/bootstrap");
     let _ = writeln!(doc, "\n## The Lambda binary\n");
     let _ = writeln!(doc, "| figure | value |\n|---|---|");
-    let _ = writeln!(doc, "| cold start: process start to the first request for work from the runtime API | {:.1} ms |", cold.as_secs_f64() * 1000.0);
+    let _ = writeln!(doc, "| cold start: from `exec` of the binary to its first request for work from the runtime API | {} |", cold.show("ms"));
     let _ = writeln!(
         doc,
         "| peak RSS after a rescue (3 volumes) | {:.1} MiB |",
@@ -691,6 +762,12 @@ async fn main() {
          start-up matter more than instruction speed. TLS is rustls with ring.\n"
     );
     let out = root.join("docs/PERFORMANCE.md");
+    // The scale benchmark's part (`scripts/bench scale`, between its markers) stays as it is.
+    let previous = std::fs::read_to_string(&out).unwrap_or_default();
+    if let Some(begin) = previous.find("<!-- scale benchmark: begin -->") {
+        let _ = writeln!(doc);
+        doc.push_str(&previous[begin..]);
+    }
     std::fs::write(&out, &doc).expect("docs/PERFORMANCE.md");
     println!("{doc}");
     eprintln!("bench: wrote {}", out.display());

@@ -96,7 +96,7 @@ pub const ENV_VARS: &[EnvVar] = &[
     },
     EnvVar {
         name: "LIFEBOAT_CONCURRENCY",
-        default: "10",
+        default: "3",
         meaning: "The function's reserved concurrency (1-1000): each execution environment paces its calls to its part of the share.",
     },
 ];

@@ -222,6 +222,21 @@ class TemplateShape(unittest.TestCase):
         self.assertIn(("custom", "RescuesEnded"), metrics)
         self.assertIn(("custom", "KeepFirstFailed"), metrics)
 
+    def test_the_scale_benchmark_runs_the_templates_defaults(self):
+        # examples/scale measures lifeboat "as deployed": the same reserved concurrency and hook.
+        bench = (ROOT / "examples/scale/main.rs").read_text()
+        parameters = self.template["Parameters"]
+        for constant, parameter in (
+            ("TEMPLATE_RESERVED_CONCURRENCY", "ReservedConcurrency"),
+            ("TEMPLATE_HEARTBEAT_TIMEOUT", "HookHeartbeatTimeout"),
+        ):
+            value = re.search(rf"const {constant}: \w+ = (\d+);", bench)
+            self.assertIsNotNone(value, constant)
+            self.assertEqual(int(value.group(1)), int(parameters[parameter]["Default"]), parameter)
+        properties = self.function["Properties"]
+        self.assertEqual(properties["ReservedConcurrentExecutions"], {"Ref": "ReservedConcurrency"})
+        self.assertEqual(properties["EventInvokeConfig"]["MaximumEventAgeInSeconds"], 21600)
+
     def test_the_optional_hook_abandons_by_default(self):
         hook = self.resources["TerminationHook"]
         self.assertEqual(hook["Condition"], "CreateHook")
