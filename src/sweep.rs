@@ -72,14 +72,15 @@ pub async fn sweep<C: Cloud, K: Clock>(
         "sweep"
     );
 
-    let work = in_flight
+    // What is most at risk first, as a sweep may run out of time before the end of its work (a
+    // mass termination): the waiting instances nobody has taken on (their volumes not kept,
+    // their hold not renewed by lifeboat), then the rescues in flight, the oldest hold first.
+    let mut in_flight = in_flight;
+    in_flight.sort_by_key(Rescue::hold_renewed_at);
+    let work = orphans
         .into_iter()
-        .map(|r| Work::Resume(Box::new(r)))
-        .chain(
-            orphans
-                .into_iter()
-                .map(|(t, metadata)| Work::Start(t, metadata)),
-        );
+        .map(|(t, metadata)| Work::Start(t, metadata))
+        .chain(in_flight.into_iter().map(|r| Work::Resume(Box::new(r))));
     let results: Vec<Result<Option<RescueReport>, RescueError>> = stream::iter(work)
         .map(|work| async move {
             if rescuer.clock.now() >= stop_at {

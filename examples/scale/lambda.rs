@@ -92,14 +92,23 @@ pub struct LambdaStats {
 
 /// A short name for what an invocation said, to count alike ones together.
 fn gist(text: &str) -> String {
-    let text: String = text
-        .chars()
-        .map(|c| if c.is_ascii_digit() { '#' } else { c })
+    // Resource ids (`i-…`, `vol-…`, `snap-…`) and numbers differ from one rescue to the next.
+    let words: Vec<String> = text
+        .split(' ')
+        .map(|word| {
+            for prefix in ["i-", "vol-", "snap-"] {
+                if let Some(rest) = word.strip_prefix(prefix) {
+                    if rest.chars().next().is_some_and(|c| c.is_ascii_hexdigit()) {
+                        return format!("{prefix}…");
+                    }
+                }
+            }
+            word.chars()
+                .map(|c| if c.is_ascii_digit() { '#' } else { c })
+                .collect()
+        })
         .collect();
-    let text = text
-        .replace("i-#################", "i-…")
-        .replace("vol-#################", "vol-…");
-    text.chars().take(140).collect()
+    words.join(" ").chars().take(140).collect()
 }
 
 type Environment = Arc<Lifeboat<AwsCloud, ScaledClock>>;

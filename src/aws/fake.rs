@@ -96,6 +96,8 @@ struct World {
     /// `DescribeVolumes` lists no attached volume for the next this many reads (EC2's API is
     /// eventually consistent; `DescribeInstances` still maps them).
     volumes_unlisted_for: usize,
+    /// Each call takes this long (a busy account: every call waits its turn on a bucket).
+    latency: Option<Duration>,
     crash_after: Option<usize>,
     next_id: u64,
     /// Instances EC2 does not list for now (its API is eventually consistent).
@@ -283,6 +285,11 @@ impl FakeCloud {
         queue.extend(std::iter::repeat_n(kind, count));
     }
 
+    /// From now on each call takes `latency` of the fake clock.
+    pub fn slow_down(&self, latency: Duration) {
+        self.world().latency = Some(latency);
+    }
+
     /// The next `reads` `DescribeVolumes` list no attached volume (a lagging view of EC2).
     pub fn unlist_volumes(&self, reads: usize) {
         self.world().volumes_unlisted_for = reads;
@@ -390,8 +397,11 @@ impl FakeCloud {
     }
 
     fn call(&self, operation: &'static str) -> Result<std::sync::MutexGuard<'_, World>, AwsError> {
-        let now = self.clock.now();
         let mut world = self.world();
+        if let Some(latency) = world.latency {
+            self.clock.advance(latency);
+        }
+        let now = self.clock.now();
         if world
             .crash_after
             .is_some_and(|limit| world.calls.len() >= limit)

@@ -171,6 +171,12 @@ impl Rescue {
         }
     }
 
+    /// When the hook's hold was last renewed, as far as this invocation knows (`None`: unknown,
+    /// which sorts first).
+    pub fn hold_renewed_at(&self) -> Option<DateTime<Utc>> {
+        self.renewed_at
+    }
+
     /// Nothing says the hold still stands (Auto Scaling no longer lists the instance as
     /// waiting): the next wait renews it, which tells whether the action is over.
     pub fn doubt_hold(&mut self) {

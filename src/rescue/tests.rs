@@ -224,6 +224,44 @@ async fn volumes_ec2_does_not_list_for_long_hold_the_instance_untouched() {
 }
 
 #[tokio::test]
+async fn a_sweep_short_of_time_takes_on_the_instances_nobody_kept_before_the_rescues_in_flight() {
+    // GIVEN twelve rescues in flight on hour-long snapshots, and one waiting instance whose event
+    // never came (nothing kept, nobody holding it), in an account so busy that each call takes
+    // 20 s and the sweep, one rescue at a time, gets through a few of them only
+    let w = world_with(&[("LIFEBOAT_SWEEP_CONCURRENCY", "1")]);
+    w.cloud.set_default_fate(Fate::completes_after(3600));
+    for _ in 0..12 {
+        let (instance, _) = w
+            .cloud
+            .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+        assert_eq!(
+            w.deliver(&instance, 0).await.unwrap().outcome,
+            Outcome::Waiting
+        );
+    }
+    let (orphan, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud.slow_down(Duration::from_secs(20));
+    // WHEN the sweep runs out of time
+    let report = w.sweep().await;
+    assert!(report
+        .note
+        .is_some_and(|n| n.contains("left to the next sweep")));
+    // THEN the orphan was taken on first: its volumes are kept and its snapshots started
+    for volume in &volumes {
+        assert!(!w.cloud.volume(volume).unwrap().delete_on_termination);
+    }
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    assert_eq!(
+        w.cloud.action(&orphan).heartbeats,
+        1,
+        "held: its start is unknown"
+    );
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
 async fn a_repeated_event_never_snapshots_twice() {
     // GIVEN a rescue already started by a first delivery that left it waiting
     let w = world();
