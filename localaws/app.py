@@ -24,7 +24,8 @@ would (`throttle`), and injects the configured faults before moto sees the reque
                                            are replaced (through the hook)
   POST /_localaws/clock/advance           {"seconds": 3600}: the emulator's clock moves on
   POST /_localaws/clock                   {"scale": 10}: from now on the emulator's time runs ten
-                                           times as fast as real time -> {"now": t, "scale": 10}
+                                           times as fast as real time -> {"now": t, "scale": 10};
+                                           {"scale": 0} stops it (only clock/advance moves it)
   GET  /_localaws/throttle                the throttling buckets and each caller's use of them
   POST /_localaws/summary                 {"kinds": ["action-completed"]}: the ledger's counts by
                                            kind, those entries, the counters, the emulator's time

@@ -176,10 +176,11 @@ def now() -> float:
 
 
 def set_scale(scale: float) -> float:
-    """From now on the emulator's time runs `scale` times as fast as real time; returns the
-    emulator's time at the change (the same before and after it)."""
-    if not 1.0 <= scale <= 1000.0:
-        raise ValueError("scale is between 1 and 1000")
+    """From now on the emulator's time runs `scale` times as fast as real time — 0 stops it, so
+    that only `advance` moves it (a test that counts tokens then does not depend on how fast the
+    machine is); returns the emulator's time at the change (the same before and after it)."""
+    if not (scale == 0.0 or 1.0 <= scale <= 1000.0):
+        raise ValueError("scale is 0 (the clock stands still) or between 1 and 1000")
     t = now()
     STATE.anchor = time.time()
     STATE.offset = t - STATE.anchor

@@ -474,6 +474,12 @@ impl World {
         tokio::time::sleep(Duration::from_millis(2300)).await;
     }
 
+    /// AWS's clock stands still from now on: only `advance` moves it. A test that counts what
+    /// a token bucket admits then counts the same on a slow machine as on a fast one.
+    pub fn stop_aws_clock(&self) {
+        self.aws.control("clock", Some(json!({ "scale": 0 })));
+    }
+
     /// Time passes for AWS and for lifeboat alike.
     pub fn advance(&self, seconds: u64) {
         self.aws
