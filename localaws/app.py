@@ -38,6 +38,7 @@ would (`throttle`), and injects the configured faults before moto sees the reque
 
 import io
 import json
+import time
 import urllib.parse
 import uuid
 
@@ -142,19 +143,17 @@ def summary(kinds=None):
     asked, the entries themselves), the counters, and the emulator's time. A benchmark of
     thousands of rescues reads this instead of the whole ledger."""
     s = st.state()
-    counts = {}
-    for entry in s.ledger:
-        counts[entry["kind"]] = counts.get(entry["kind"], 0) + 1
     wanted = set(kinds or [])
     return {
         "now": st.now(),
         "scale": s.scale,
-        "kinds": counts,
-        "entries": [e for e in s.ledger if e["kind"] in wanted],
+        "kinds": dict(s.ledger_kinds),
+        "entries": [e for e in s.ledger if e["kind"] in wanted] if wanted else [],
         "calls": s.calls,
         "throttled": s.throttled,
         "faults": s.faults_injected,
         "lost": s.lost,
+        "answered": {"requests": s.answered, "answering_seconds": s.answering, "queued_seconds": s.queued},
     }
 
 
@@ -163,36 +162,48 @@ class LocalAws:
         self.moto_app = moto_app
 
     def __call__(self, environ, start_response):
+        arrived = time.perf_counter()
         with st.LOCK:
-            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
-            environ["wsgi.input"] = io.BytesIO(body)
-            path = environ.get("PATH_INFO", "")
-            if path.startswith("/_localaws/"):
-                patches.tick()
-                try:
-                    return self.control(environ, path, body, start_response)
-                except (ValueError, KeyError, TypeError) as err:
-                    return _json(start_response, {"error": str(err)}, "400 Bad Request")
-            if path == "/moto-api/reset":
-                st.reset()
-                return self.moto_app(environ, start_response)
+            started = time.perf_counter()
+            answer = self.answer(environ, start_response)
+            if not environ.get("PATH_INFO", "").startswith(("/_localaws/", "/moto-api/")):
+                s = st.state()
+                s.answered += 1
+                s.answering += time.perf_counter() - started
+                s.queued += started - arrived
+            return answer
+
+    def answer(self, environ, start_response):
+        """One request: the harness's control API, or AWS's through throttling, injected faults and moto."""
+        body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+        environ["wsgi.input"] = io.BytesIO(body)
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/_localaws/"):
             patches.tick()
-            caller, region, service = _signer_of(environ)
-            form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
-            operation = (form.get("Action") or urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action") or ["?"])[0]
-            key = f"{service}:{operation}"
-            s = st.state()
-            s.calls[key] = s.calls.get(key, 0) + 1
-            if not throttle.admit(service, operation, form, caller, region):
-                s.throttled[key] = s.throttled.get(key, 0) + 1
-                return _fault_response(service, "throttle", start_response)
-            kind = _injected_fault(service, operation)
-            if kind == "lost":
-                return _lost_response(self.moto_app, environ, start_response, service, key)
-            if kind is not None:
-                s.faults_injected[key] = s.faults_injected.get(key, 0) + 1
-                return _fault_response(service, kind, start_response)
+            try:
+                return self.control(environ, path, body, start_response)
+            except (ValueError, KeyError, TypeError) as err:
+                return _json(start_response, {"error": str(err)}, "400 Bad Request")
+        if path == "/moto-api/reset":
+            st.reset()
             return self.moto_app(environ, start_response)
+        patches.tick()
+        caller, region, service = _signer_of(environ)
+        form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
+        operation = (form.get("Action") or urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action") or ["?"])[0]
+        key = f"{service}:{operation}"
+        s = st.state()
+        s.calls[key] = s.calls.get(key, 0) + 1
+        if not throttle.admit(service, operation, form, caller, region):
+            s.throttled[key] = s.throttled.get(key, 0) + 1
+            return _fault_response(service, "throttle", start_response)
+        kind = _injected_fault(service, operation)
+        if kind == "lost":
+            return _lost_response(self.moto_app, environ, start_response, service, key)
+        if kind is not None:
+            s.faults_injected[key] = s.faults_injected.get(key, 0) + 1
+            return _fault_response(service, kind, start_response)
+        return self.moto_app(environ, start_response)
 
     def control(self, environ, path, body, start_response):
         s = st.state()

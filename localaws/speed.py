@@ -83,11 +83,15 @@ def describe_volumes(self, volume_ids=None, filters=None):
 
 
 def narrow_snapshots(backend, snapshot_ids, filters):
-    """The snapshots that can match: those named, or those carrying a tag a `tag:` filter asks
-    for (read from moto's tag index), or every one."""
+    """The snapshots that can match: those named (by SnapshotIds or a `snapshot-id` filter),
+    or those carrying a tag a `tag:` filter asks for (read from moto's tag index), or every
+    one."""
+    snapshots = backend.snapshots
     if snapshot_ids:
-        named = set(snapshot_ids)
-        return [s for sid, s in backend.snapshots.items() if sid in named]
+        return [snapshots[sid] for sid in dict.fromkeys(snapshot_ids) if sid in snapshots]
+    named = _values(filters, "snapshot-id")
+    if named is not None:
+        return [snapshots[sid] for sid in named if sid in snapshots]
     for name, value in (filters or {}).items():
         wanted = set(value if isinstance(value, list) else [value])
         if name.startswith("tag:") and not any("*" in v or "?" in v for v in wanted):

@@ -129,9 +129,16 @@ class State:
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     outbox: list[dict] = field(default_factory=list)
     ledger: list[dict] = field(default_factory=list)
+    ledger_kinds: dict[str, int] = field(default_factory=dict)  # kind -> entries of that kind
     calls: dict[str, int] = field(default_factory=dict)  # "ec2:CreateSnapshots" -> n
     faults_injected: dict[str, int] = field(default_factory=dict)
     lost: dict[str, int] = field(default_factory=dict)  # "ec2:CreateTags" -> responses lost
+    # How long the emulator took to answer AWS API requests, in real seconds: it answers one at
+    # a time, so `answering` over a run's real time is how busy it was, and the wait for the
+    # lock is the queue in front of it (a benchmark says whether it, not AWS, set the pace).
+    answered: int = 0
+    answering: float = 0.0
+    queued: float = 0.0
     edges: Edges = field(default_factory=Edges)
     lost_rng: random.Random = field(default_factory=lambda: random.Random(13))
     # volume id -> when the termination of the instance it was attached to began (the strict
@@ -195,6 +202,7 @@ def iso(t: float) -> str:
 def record(kind: str, **fields) -> None:
     """Append one entry to the ledger: what happened in the world, and when."""
     STATE.ledger.append({"seq": next(STATE.seq), "time": now(), "kind": kind, **fields})
+    STATE.ledger_kinds[kind] = STATE.ledger_kinds.get(kind, 0) + 1
 
 
 def emit(detail_type: str, source: str, region: str, resources: list[str], detail: dict) -> None:
