@@ -290,7 +290,17 @@ async fn naive_rescue(volumes: usize) -> (BTreeMap<&'static str, u64>, Duration)
 
 /// A storm of `instances` terminations at once, no faults, 32 concurrent invocations.
 async fn storm(instances: usize) -> (Duration, BTreeMap<&'static str, u64>, u64, u64) {
-    let w = World::new(PRODUCTION).await;
+    // The budget is the scale benchmark's: no throttling, every bucket lifeboat's. (32
+    // invocations in one environment paced to a third of half of ModifyInstanceAttribute's
+    // refill take 20 minutes for 500 instances; with the whole bucket, 5 calls a second after
+    // a burst of 50, about 3.)
+    let mut settings = PRODUCTION.to_vec();
+    settings.extend([
+        ("LIFEBOAT_API_SHARE_PERCENT", "100"),
+        ("LIFEBOAT_CONCURRENCY", "1"),
+    ]);
+    let w = World::new(&settings).await;
+    w.edges(&["throttling"], json!({}));
     w.snapshots_take(3.0, &[]);
     w.group("storm", instances as i32, &DEVICES[..3], 900).await;
     let before = w.ledger();
@@ -701,7 +711,10 @@ async fn main() {
         "N instances × 3 volumes terminated at once (the group scales in to zero), snapshots taking 3 s, no injected \
          faults beyond the local AWS's default lost responses, \
          production settings, 32 concurrent invocations sharing one process (peak RSS is the benchmark process's, \
-         local AWS clients and all), every event (terminations and snapshot completions) delivered as it comes.\n"
+         local AWS clients and all), every event (terminations and snapshot completions) delivered as it comes. The \
+         account's budget is the scale benchmark's subject (below): here the local AWS does not throttle and the one \
+         process may use every bucket whole (`LIFEBOAT_API_SHARE_PERCENT=100`, `LIFEBOAT_CONCURRENCY=1`), so the figures \
+         are lifeboat's calls and the local AWS's pace.\n"
     );
     let _ = writeln!(doc, "| instances | wall time to the last release (median, range) | AWS calls needed | calls per rescue | requests repeated (lost responses) | peak RSS of the process |\n|---|---|---|---|---|---|");
     for n in [10, 100, 500] {

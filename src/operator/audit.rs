@@ -19,6 +19,11 @@ use crate::tags::{PROTECTED, STATELESS};
 
 pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
 /// A global limit under this is short for a first snapshot of a large volume.
+/// The heartbeat timeout the fixes suggest: the template's default, the longest AWS allows, so
+/// that a mass termination is held through Auto Scaling's budget without heartbeats (README, A
+/// mass termination) and any sweep interval fits under it.
+const HOOK_TIMEOUT_TO_SUGGEST: u32 = 7200;
+
 const SHORT_GLOBAL_LIMIT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -89,7 +94,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
     let put_hook = |name: &str| {
         format!(
             "aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {name} \
-             --lifecycle-transition {TERMINATING} --heartbeat-timeout 900 --default-result ABANDON"
+             --lifecycle-transition {TERMINATING} --heartbeat-timeout {HOOK_TIMEOUT_TO_SUGGEST} --default-result ABANDON"
         )
     };
     let served_name = settings
@@ -150,7 +155,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
                     needed.as_secs()
                 ),
                 format!(
-                    "aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {} --heartbeat-timeout 900",
+                    "aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {} --heartbeat-timeout {HOOK_TIMEOUT_TO_SUGGEST}",
                     hook.name
                 ),
             );
@@ -190,7 +195,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
                     human(chrono::Duration::seconds(hook.global_timeout.as_secs() as i64))
                 ),
                 format!(
-                    "raise the heartbeat timeout (the global limit is 100 times it, at most 48 h): aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {} --heartbeat-timeout 900",
+                    "raise the heartbeat timeout (the global limit is 100 times it, at most 48 h): aws autoscaling put-lifecycle-hook --auto-scaling-group-name {group} --lifecycle-hook-name {} --heartbeat-timeout {HOOK_TIMEOUT_TO_SUGGEST}",
                     hook.name
                 ),
             );
