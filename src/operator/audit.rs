@@ -18,12 +18,11 @@ use crate::ids::{HookName, InstanceId, VolumeId};
 use crate::tags::{PROTECTED, STATELESS};
 
 pub const TERMINATING: &str = "autoscaling:EC2_INSTANCE_TERMINATING";
-/// A global limit under this is short for a first snapshot of a large volume.
 /// The heartbeat timeout the fixes suggest: the template's default, the longest AWS allows, so
 /// that a mass termination is held through Auto Scaling's budget without heartbeats (README, A
 /// mass termination) and any sweep interval fits under it.
 const HOOK_TIMEOUT_TO_SUGGEST: u32 = 7200;
-
+/// A global limit under this is short for a first snapshot of a large volume.
 const SHORT_GLOBAL_LIMIT: Duration = Duration::from_secs(6 * 3600);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
