@@ -699,7 +699,7 @@ async fn main() {
         doc,
         "One sweep with N rescues in flight (snapshots still running), after a first sweep filled the function's hook cache. \
          Its reads are one paginated `DescribeSnapshots` (1,000 per page) and one paginated `DescribeAutoScalingGroups`; \
-         the one call per rescue is the heartbeat that holds it, which AWS offers no batch for.\n"
+         a heartbeat (one call per rescue, which AWS offers no batch for) is sent only for a hold that could lapse before the sweep after next, so these freshly held rescues need none.\n"
     );
     doc.push_str(&table_of_calls(&sweep_rows));
 
