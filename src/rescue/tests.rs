@@ -91,6 +91,19 @@ impl World {
             .await
     }
 
+    /// A two-volume instance whose rescue its termination event started and left waiting (no
+    /// inline wait): the instance and its volumes.
+    async fn rescue_left_waiting(&self) -> (InstanceId, Vec<VolumeId>) {
+        let (instance, volumes) = self
+            .cloud
+            .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+        assert_eq!(
+            self.deliver(&instance, 0).await.unwrap().outcome,
+            Outcome::Waiting
+        );
+        (instance, volumes)
+    }
+
     /// A completion event (or the sweep) resumes every rescue of the instance.
     async fn resume(&self, instance: &InstanceId) -> Vec<RescueReport> {
         let found = self
@@ -231,13 +244,7 @@ async fn a_sweep_short_of_time_takes_on_the_instances_nobody_kept_before_the_res
     let w = world_with(&[("LIFEBOAT_SWEEP_CONCURRENCY", "1")]);
     w.cloud.set_default_fate(Fate::completes_after(3600));
     for _ in 0..12 {
-        let (instance, _) = w
-            .cloud
-            .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
-        assert_eq!(
-            w.deliver(&instance, 0).await.unwrap().outcome,
-            Outcome::Waiting
-        );
+        w.rescue_left_waiting().await;
     }
     let (orphan, volumes) = w
         .cloud
@@ -266,13 +273,7 @@ async fn a_repeated_event_never_snapshots_twice() {
     // GIVEN a rescue already started by a first delivery that left it waiting
     let w = world();
     w.cloud.set_default_fate(Fate::completes_after(3600));
-    let (instance, volumes) = w
-        .cloud
-        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
-    assert_eq!(
-        w.deliver(&instance, 0).await.unwrap().outcome,
-        Outcome::Waiting
-    );
+    let (instance, volumes) = w.rescue_left_waiting().await;
     // WHEN the same event is delivered twice more
     for _ in 0..2 {
         assert_eq!(
@@ -629,13 +630,7 @@ async fn near_the_global_timeout_the_rescue_fails_safe() {
     // GIVEN snapshots that would outlast the hook's global timeout (100 × 900 s = 25 h)
     let w = world();
     w.cloud.set_default_fate(Fate::completes_after(200_000));
-    let (instance, volumes) = w
-        .cloud
-        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
-    assert_eq!(
-        w.deliver(&instance, 0).await.unwrap().outcome,
-        Outcome::Waiting
-    );
+    let (instance, volumes) = w.rescue_left_waiting().await;
     // WHEN the sweep keeps coming back
     let mut outcome = Outcome::Waiting;
     let mut sweeps = 0;
@@ -804,13 +799,7 @@ async fn the_hook_ending_before_the_first_snapshot_completes_loses_nothing() {
     // GIVEN a rescue whose snapshots run for an hour
     let w = world();
     w.cloud.set_default_fate(Fate::completes_after(3600));
-    let (instance, volumes) = w
-        .cloud
-        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
-    assert_eq!(
-        w.deliver(&instance, 0).await.unwrap().outcome,
-        Outcome::Waiting
-    );
+    let (instance, volumes) = w.rescue_left_waiting().await;
     // WHEN the hook times out (or another hook ABANDONs, or the hook is deleted: AWS then
     // CONTINUEs) and the instance is terminated without lifeboat
     w.cloud.terminate_now(&instance);
