@@ -8,7 +8,8 @@ for a test that shows the difference:
   SnapshotCreationPerVolumeRateExceeded;
 - snapshot-quota: the Region's snapshot quota -> SnapshotLimitExceeded;
 - visibility-lag: a snapshot just created is missing from DescribeSnapshots (and its filters)
-  and refuses CreateTags with InvalidSnapshot.NotFound for a while;
+  and refuses CreateTags with InvalidSnapshot.NotFound for a while; a deleted volume or
+  snapshot refuses CreateTags for good (moto tagged any id);
 - one clock: a snapshot's StartTime is the emulator's time;
 - DescribeVolumes attachments carry DeleteOnTermination as the instance's mapping says;
 - someone else's snapshot: a Data Lifecycle Manager schedule's, started by the control API;
@@ -173,11 +174,20 @@ _original_create_tags_response = TagResponse.create_tags
 
 
 def create_tags_response(self):
+    """CreateTags refuses a resource EC2 does not know: a snapshot not visible yet, and a volume
+    or snapshot deleted ("Error codes for the Amazon EC2 API": InvalidVolume.NotFound,
+    InvalidSnapshot.NotFound, "The specified ... does not exist"). moto tags any id at all, so a
+    volume deleted with its instance took tags as if it still were there."""
+    backend = self.ec2_backend
     for resource_id in self._get_param("Resources", []):
-        if resource_id.startswith("snap-") and not visible(resource_id):
+        if resource_id.startswith("snap-") and (
+            not visible(resource_id) or resource_id not in backend.snapshots
+        ):
             raise EC2ClientError(
                 "InvalidSnapshot.NotFound", f"The snapshot '{resource_id}' does not exist."
             )
+        if resource_id.startswith("vol-") and resource_id not in backend.volumes:
+            raise EC2ClientError("InvalidVolume.NotFound", f"The volume '{resource_id}' does not exist.")
     return _original_create_tags_response(self)
 
 

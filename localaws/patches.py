@@ -623,6 +623,26 @@ _original_block_device_mapping_handler = InstanceResponse._block_device_mapping_
 
 
 def block_device_mapping_handler(self):
+    """ModifyInstanceAttribute's BlockDeviceMapping (DeleteOnTermination of the volumes "that are
+    currently attached", EC2 API Reference, ModifyInstanceAttribute). An instance shutting down
+    or terminated has none left to modify: refused with IncorrectInstanceState ("Error codes for
+    the Amazon EC2 API"), the harsher of the answers the documentation leaves open (moto answered
+    500 with a KeyError once termination had dropped the mapping). A device the instance does not
+    map is InvalidParameterValue, before anything changes."""
+    from moto.ec2.exceptions import EC2ClientError
+
+    instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))
+    if instance.state in ("shutting-down", "terminated"):
+        raise EC2ClientError(
+            "IncorrectInstanceState",
+            f"The instance '{instance.id}' is not in a state from which its block device mapping can be modified.",
+        )
+    for mapping in self._get_param("BlockDeviceMappings", []):
+        if mapping.get("DeviceName") not in instance.block_device_mapping:
+            raise EC2ClientError(
+                "InvalidParameterValue",
+                f"No device named {mapping.get('DeviceName')} is attached to instance '{instance.id}'.",
+            )
     modified = _original_block_device_mapping_handler(self)
     if modified:
         instance = self.ec2_backend.get_instance(self._get_param("InstanceId"))

@@ -535,3 +535,82 @@ async fn more_skipped_volumes_than_one_request_can_exclude_are_kept_and_the_rest
     }
     w.assert_no_data_lost();
 }
+
+#[tokio::test]
+async fn ec2_refuses_to_keep_or_tag_what_went_with_a_terminated_instance() {
+    // GIVEN an instance terminated outside any group, its volume deleted with it
+    let w = World::new(&[]).await;
+    let launched = w
+        .ec2
+        .run_instances()
+        .image_id("ami-0123456789abcdef0")
+        .instance_type(aws_sdk_ec2::types::InstanceType::M5Large)
+        .min_count(1)
+        .max_count(1)
+        .block_device_mappings(
+            aws_sdk_ec2::types::BlockDeviceMapping::builder()
+                .device_name("/dev/sdf")
+                .ebs(
+                    aws_sdk_ec2::types::EbsBlockDevice::builder()
+                        .volume_size(10)
+                        .delete_on_termination(true)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let instance = launched.instances()[0].instance_id().unwrap().to_owned();
+    let volume = w
+        .volumes_of(&instance)
+        .await
+        .into_iter()
+        .find(|(device, _)| device == "/dev/sdf")
+        .unwrap()
+        .1;
+    w.ec2
+        .terminate_instances()
+        .instance_ids(&instance)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        w.volume(&volume).await.is_none(),
+        "deleted with the instance"
+    );
+    // WHEN a late invocation keeps and tags as if the instance were still there
+    let keep = w
+        .ec2
+        .modify_instance_attribute()
+        .instance_id(&instance)
+        .block_device_mappings(
+            aws_sdk_ec2::types::InstanceBlockDeviceMappingSpecification::builder()
+                .device_name("/dev/sdf")
+                .ebs(
+                    aws_sdk_ec2::types::EbsInstanceBlockDeviceSpecification::builder()
+                        .delete_on_termination(false)
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await;
+    let tagged = w
+        .ec2
+        .create_tags()
+        .resources(&volume)
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("lifeboat:kept-by")
+                .value(&instance)
+                .build(),
+        )
+        .send()
+        .await;
+    // THEN EC2 refuses both with the codes AWS documents (moto answered a 500 to the first and
+    // tagged a deleted volume)
+    use aws_sdk_ec2::error::ProvideErrorMetadata;
+    assert_eq!(keep.unwrap_err().code(), Some("IncorrectInstanceState"));
+    assert_eq!(tagged.unwrap_err().code(), Some("InvalidVolume.NotFound"));
+}

@@ -118,6 +118,16 @@ impl AwsError {
         self.kind == kind
     }
 
+    /// The instance is gone or going: EC2 does not know it (`InvalidInstanceID.NotFound`), or
+    /// refuses the call for the instance's state (`IncorrectInstanceState`, "Error codes for the
+    /// Amazon EC2 API"). Lifeboat calls EC2 on an instance only to keep or snapshot its volumes,
+    /// which EC2 allows on a running or stopped instance: the state refused is shutting-down
+    /// or terminated.
+    pub fn says_instance_gone(&self) -> bool {
+        self.is(AwsErrorKind::InstanceNotFound)
+            || self.code.as_deref() == Some(INCORRECT_INSTANCE_STATE)
+    }
+
     /// Waiting can fix it: throttling, a busy volume, a service hiccup. Nothing is wrong with
     /// the request itself; a quota, a denial or a bad parameter stays as it is however long
     /// lifeboat waits.
@@ -152,6 +162,9 @@ impl<E, R: fmt::Debug> RawStatus for aws_smithy_runtime_api::client::result::Ser
             .and_then(|digits| digits.parse().ok())
     }
 }
+
+/// EC2's code for a call the instance's state does not allow.
+pub const INCORRECT_INSTANCE_STATE: &str = "IncorrectInstanceState";
 
 /// The classification rules, on AWS's error code and message.
 pub(crate) fn classify(

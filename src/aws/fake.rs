@@ -102,6 +102,9 @@ struct World {
     next_id: u64,
     /// Instances EC2 does not list for now (its API is eventually consistent).
     unlisted: BTreeSet<InstanceId>,
+    /// An instance and its volumes as EC2 listed them a while ago: the next DescribeInstances
+    /// and DescribeVolumes of it answer this older view (eventual consistency again).
+    stale_view: Option<(InstanceFacts, Vec<VolumeFacts>)>,
 }
 
 /// The fake AWS; share it with `Arc` and keep a handle on its clock.
@@ -293,6 +296,19 @@ impl FakeCloud {
     /// The next `reads` `DescribeVolumes` list no attached volume (a lagging view of EC2).
     pub fn unlist_volumes(&self, reads: usize) {
         self.world().volumes_unlisted_for = reads;
+    }
+
+    /// The instance and its attached volumes as EC2 lists them now.
+    pub fn view_of(&self, instance: &InstanceId) -> Option<(InstanceFacts, Vec<VolumeFacts>)> {
+        let world = self.world();
+        Self::instance_facts(&world, instance)
+            .map(|facts| (facts, Self::volume_facts(&world, instance)))
+    }
+
+    /// The next DescribeInstances and DescribeVolumes of the instance answer this older view:
+    /// an invocation that read the instance before it went, and meets it gone afterwards.
+    pub fn answer_stale(&self, view: Option<(InstanceFacts, Vec<VolumeFacts>)>) {
+        self.world().stale_view = view;
     }
 
     /// The instance terminates on its own (the action is gone, DeleteOnTermination applies).
@@ -530,6 +546,51 @@ impl FakeCloud {
         facts
     }
 
+    fn instance_facts(world: &World, id: &InstanceId) -> Option<InstanceFacts> {
+        world.instances.get(id).map(|i| InstanceFacts {
+            id: id.clone(),
+            state: i.state.clone(),
+            instance_type: "m5.large".into(),
+            root_device_name: Some(i.root_device.clone()),
+            ebs_backed: true,
+            mapped_volumes: world
+                .volumes
+                .iter()
+                .filter(|(_, v)| v.attached_to.as_ref() == Some(id))
+                .map(|(volume_id, _)| volume_id.clone())
+                .collect(),
+            tags: i.tags.clone(),
+        })
+    }
+
+    fn volume_facts(world: &World, id: &InstanceId) -> Vec<VolumeFacts> {
+        world
+            .volumes
+            .values()
+            .filter(|v| v.attached_to.as_ref() == Some(id))
+            .map(|v| v.facts.clone())
+            .collect()
+    }
+
+    /// Calls EC2 refuses on an instance shutting down or terminated (`IncorrectInstanceState`).
+    fn refuse_if_gone(
+        world: &World,
+        operation: &'static str,
+        id: &InstanceId,
+    ) -> Result<(), AwsError> {
+        match world.instances.get(id) {
+            Some(i) if i.state.is_gone() => Err(AwsError {
+                code: Some(crate::aws::error::INCORRECT_INSTANCE_STATE.into()),
+                ..AwsError::new(
+                    operation,
+                    AwsErrorKind::Rejected,
+                    "the instance is not in a state for this call",
+                )
+            }),
+            _ => Ok(()),
+        }
+    }
+
     fn terminate(world: &mut World, instance: &InstanceId, retain: bool) {
         if retain {
             return;
@@ -565,20 +626,10 @@ impl Inventory for FakeCloud {
         if world.unlisted.contains(id) {
             return Ok(None);
         }
-        Ok(world.instances.get(id).map(|i| InstanceFacts {
-            id: id.clone(),
-            state: i.state.clone(),
-            instance_type: "m5.large".into(),
-            root_device_name: Some(i.root_device.clone()),
-            ebs_backed: true,
-            mapped_volumes: world
-                .volumes
-                .iter()
-                .filter(|(_, v)| v.attached_to.as_ref() == Some(id))
-                .map(|(volume_id, _)| volume_id.clone())
-                .collect(),
-            tags: i.tags.clone(),
-        }))
+        if let Some((instance, _)) = world.stale_view.as_ref().filter(|(i, _)| i.id == *id) {
+            return Ok(Some(instance.clone()));
+        }
+        Ok(Self::instance_facts(&world, id))
     }
 
     async fn attached_volumes(&self, id: &InstanceId) -> Result<Vec<VolumeFacts>, AwsError> {
@@ -587,12 +638,12 @@ impl Inventory for FakeCloud {
             world.volumes_unlisted_for -= 1;
             return Ok(Vec::new());
         }
-        Ok(world
-            .volumes
-            .values()
-            .filter(|v| v.attached_to.as_ref() == Some(id))
-            .map(|v| v.facts.clone())
-            .collect())
+        if world.stale_view.as_ref().is_some_and(|(i, _)| i.id == *id) {
+            if let Some((_, volumes)) = world.stale_view.take() {
+                return Ok(volumes);
+            }
+        }
+        Ok(Self::volume_facts(&world, id))
     }
 
     async fn instance_store_disks(&self, _instance_type: &str) -> Result<Option<u32>, AwsError> {
@@ -607,6 +658,7 @@ impl Inventory for FakeCloud {
         delete_on_termination: bool,
     ) -> Result<(), AwsError> {
         let mut world = self.call("ModifyInstanceAttribute")?;
+        Self::refuse_if_gone(&world, "ModifyInstanceAttribute", instance_id)?;
         let attached = |v: &Volume, device: &String| {
             v.attached_to.as_ref() == Some(instance_id) && v.facts.device == *device
         };
@@ -632,6 +684,23 @@ impl Inventory for FakeCloud {
 impl Tagging for FakeCloud {
     async fn tag(&self, resources: &[ResourceId], tags: &Tags) -> Result<(), AwsError> {
         let mut world = self.call("CreateTags")?;
+        // EC2 refuses the whole call when it does not know one of the resources.
+        let known = |resource: &ResourceId| match resource {
+            ResourceId::Instance(id) => world.instances.contains_key(id),
+            ResourceId::Volume(id) => world.volumes.contains_key(id),
+            ResourceId::Snapshot(id) => world.snapshots.contains_key(id),
+        };
+        if let Some(unknown) = resources.iter().find(|r| !known(r)) {
+            let kind = match unknown {
+                ResourceId::Instance(_) => AwsErrorKind::InstanceNotFound,
+                _ => AwsErrorKind::NotFound,
+            };
+            return Err(AwsError::new(
+                "CreateTags",
+                kind,
+                format!("{unknown:?} does not exist"),
+            ));
+        }
         for resource in resources {
             let target = match resource {
                 ResourceId::Instance(id) => world.instances.get_mut(id).map(|i| &mut i.tags),
@@ -668,6 +737,7 @@ impl SnapshotStore for FakeCloud {
     ) -> Result<Vec<SnapshotFacts>, AwsError> {
         let now = self.clock.now();
         let mut world = self.call("CreateSnapshots")?;
+        Self::refuse_if_gone(&world, "CreateSnapshots", &request.instance_id)?;
         let Some(instance) = world.instances.get(&request.instance_id).cloned() else {
             return Err(AwsError::new(
                 "CreateSnapshots",

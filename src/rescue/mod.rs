@@ -138,15 +138,10 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             let instance = match described {
                 Some(instance) if !instance.state.is_gone() => instance,
                 other => {
-                    let listed = other.is_some();
-                    warn!(state = ?other.map(|i| i.state), "instance is gone (or going)");
-                    rescue.instance_gone = true;
-                    // Gone after an earlier invocation released it, most often: its record says.
-                    return match self.existing(&mut rescue).await? {
-                        Some(found) => self.carry_on(found, rescue, &mut hook, inline_until).await,
-                        None if !listed => self.unlisted(&mut rescue).await,
-                        None => self.drive(&mut rescue, &mut hook, inline_until).await,
-                    };
+                    warn!(state = ?other.as_ref().map(|i| &i.state), "instance is gone (or going)");
+                    return self
+                        .gone(&mut rescue, other.is_some(), &mut hook, inline_until)
+                        .await;
                 }
             };
             rescue.instance = Some(instance.clone());
@@ -282,6 +277,11 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             .map(|v| (v.id.clone(), Some(descriptor_of(v))))
             .collect();
         if let Err(err) = self.keep_first(rescue, &plan).await {
+            if err.source.says_instance_gone() || err.source.is(AwsErrorKind::NotFound) {
+                if let Some(report) = self.gone_meanwhile(rescue, hook, inline_until).await? {
+                    return Ok(report);
+                }
+            }
             if err.waiting_can_fix() {
                 // Nothing is started yet: hold the instance while Lambda's retry and the
                 // sweep come back to keep and snapshot it.
@@ -302,6 +302,51 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             "rescue started: every volume kept first; one crash-consistent snapshot set next"
         );
         self.drive(rescue, hook, inline_until).await
+    }
+
+    /// Keep-first met the instance gone, or a volume EC2 no longer knows: the instance may have
+    /// gone since this invocation read it — most often another delivery of the same event
+    /// released it a moment ago, and its set and record say so. EC2 is asked again; `None`
+    /// when the instance is still there (the refusal stands).
+    async fn gone_meanwhile(
+        &self,
+        rescue: &mut Rescue,
+        hook: &mut HookContext,
+        inline_until: DateTime<Utc>,
+    ) -> Result<Option<RescueReport>, RescueError> {
+        let now = self
+            .cloud
+            .describe_instance(&rescue.action.instance_id)
+            .await
+            .map_err(|err| rescue.error(err))?;
+        if now.as_ref().is_some_and(|i| !i.state.is_gone()) {
+            return Ok(None);
+        }
+        warn!(state = ?now.as_ref().map(|i| &i.state), "the instance went while the rescue was starting");
+        rescue.attached = None;
+        self.gone(rescue, now.is_some(), hook, inline_until)
+            .await
+            .map(Some)
+    }
+
+    /// The instance is gone or going (`listed`: EC2 still lists it, shutting down or
+    /// terminated). Gone after an earlier invocation released it, most often: its set says.
+    async fn gone(
+        &self,
+        rescue: &mut Rescue,
+        listed: bool,
+        hook: &mut HookContext,
+        inline_until: DateTime<Utc>,
+    ) -> Result<RescueReport, RescueError> {
+        rescue.instance_gone = true;
+        match self.existing(rescue).await? {
+            Some(found) => {
+                self.carry_on(found, rescue.clone(), hook, inline_until)
+                    .await
+            }
+            None if !listed => self.unlisted(rescue).await,
+            None => self.drive(rescue, hook, inline_until).await,
+        }
     }
 
     /// The volumes attached now, read again unless the last read is younger than `max_age`.

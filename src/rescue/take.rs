@@ -11,7 +11,7 @@ use tracing::{debug, error, warn};
 use super::plan::{Plan, MAX_EXCLUDED_DATA_VOLUMES};
 use super::record::Rescue;
 use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
-use crate::aws::{AwsError, AwsErrorKind, Cloud, InstanceFacts, SnapshotRequest};
+use crate::aws::{AwsError, Cloud, InstanceFacts, SnapshotRequest};
 use crate::clock::Clock;
 use crate::ids::{ResourceId, VolumeId};
 use crate::tags;
@@ -177,9 +177,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
     /// What a refused snapshot call means for the rescue.
     fn refusal(&self, rescue: &mut Rescue, err: AwsError) -> Attempt {
         // CreateSnapshots refuses an instance shutting down or terminated.
-        if err.is(AwsErrorKind::InstanceNotFound)
-            || err.code.as_deref() == Some("IncorrectInstanceState")
-        {
+        if err.says_instance_gone() {
             rescue.instance_gone = true;
             return Attempt::Made;
         }

@@ -297,6 +297,55 @@ async fn a_repeated_event_never_snapshots_twice() {
 }
 
 #[tokio::test]
+async fn a_duplicate_that_read_the_instance_before_another_released_it_finds_the_release() {
+    // GIVEN a duplicate delivery that read the instance and its volumes while they were still
+    // there, and meets them only after the first delivery released the instance (its volumes
+    // deleted with it, each with a completed snapshot)
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    let before = w.cloud.view_of(&instance);
+    assert_eq!(
+        w.deliver(&instance, 120).await.unwrap().outcome,
+        Outcome::Released
+    );
+    w.cloud.answer_stale(before);
+    // WHEN the duplicate goes on: EC2 refuses to tag volumes that are gone
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN it finds the release and changes nothing
+    assert_eq!(report.outcome, Outcome::AlreadyFinished);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 1);
+    assert_eq!(w.cloud.action(&instance).completions, 1);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn an_instance_that_went_between_the_read_and_the_keep_ends_the_rescue_without_an_error() {
+    // GIVEN an invocation that read the instance while it waited, and meets it terminated
+    // without lifeboat (its owner had kept both volumes meanwhile)
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    let before = w.cloud.view_of(&instance);
+    for volume in &volumes {
+        w.cloud.set_delete_on_termination_of(volume, false);
+    }
+    w.cloud.terminate_now(&instance);
+    w.cloud.answer_stale(before);
+    // WHEN it keeps the volumes first: EC2 refuses ModifyInstanceAttribute on a terminated
+    // instance (IncorrectInstanceState)
+    let report = w.deliver(&instance, 120).await.unwrap();
+    // THEN the rescue sees the instance gone and ends; nothing is snapshotted or completed
+    assert_eq!(report.outcome, Outcome::Ended);
+    assert_eq!(w.cloud.count("CreateSnapshots"), 0);
+    assert_eq!(w.cloud.action(&instance).completions, 0);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
 async fn pending_beyond_the_inline_wait_is_released_by_the_resume() {
     // GIVEN snapshots that take two hours
     let w = world();

@@ -495,7 +495,8 @@ impl World {
     }
 
     /// Every test ends here: no volume died without a completed snapshot, no action was
-    /// completed twice, no CONTINUE left an attached volume unsaved.
+    /// completed twice, no CONTINUE left an attached volume unsaved, and the local AWS never
+    /// failed in its own code.
     pub fn assert_no_data_lost(&self) {
         let ledger = self.ledger();
         let lost = ledger.volumes_deleted_unsaved();
@@ -512,6 +513,11 @@ impl World {
         assert!(
             twice.is_empty(),
             "actions completed more than once: {twice:?}"
+        );
+        let bugs = ledger.entries("emulator-bug");
+        assert!(
+            bugs.is_empty(),
+            "the local AWS failed in its own code, not as AWS does: {bugs:?}"
         );
     }
 }
