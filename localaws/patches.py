@@ -59,6 +59,7 @@ from moto.ec2.responses.instances import InstanceResponse
 from . import edges
 from . import speed
 from . import state as st
+from . import tiers
 
 TERMINATING = "autoscaling:EC2_INSTANCE_TERMINATING"
 GLOBAL_TIMEOUT_CEILING = 48 * 3600
@@ -843,6 +844,7 @@ def apply() -> None:
     ec2_core.TaggedEC2Resource.get_tags = get_tags
     InstanceResponse._block_device_mapping_handler = block_device_mapping_handler
     edges.apply()
+    tiers.apply()
     speed.apply()
 
 

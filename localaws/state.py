@@ -120,6 +120,7 @@ class State:
     offset: float = 0.0
     actions: dict[str, Action] = field(default_factory=dict)  # token -> action
     snapshot_plans: dict[str, SnapshotPlan] = field(default_factory=dict)  # snapshot id -> plan
+    tiering: dict[str, dict] = field(default_factory=dict)  # snapshot id -> archival or restore (tiers)
     multi_requests: dict[str, dict] = field(default_factory=dict)  # request id -> {instance, snapshots}
     pending_seconds: float = 0.0
     volume_fates: dict[str, list[str]] = field(default_factory=dict)  # volume id -> fates, in order

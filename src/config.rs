@@ -99,6 +99,26 @@ pub const ENV_VARS: &[EnvVar] = &[
         default: "3",
         meaning: "The function's reserved concurrency (1-1000): each execution environment paces its calls to its part of the share.",
     },
+    EnvVar {
+        name: "LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS",
+        default: "0",
+        meaning: "Move a released set older than this many days to the EBS snapshot archive tier (0-36500; 0: never).",
+    },
+    EnvVar {
+        name: "LIFEBOAT_RETENTION_DELETE_AFTER_DAYS",
+        default: "0",
+        meaning: "Delete a released set older than this many days (0-36500; 0: never); with archiving, at least 90 days after it (the archive tier's minimum).",
+    },
+    EnvVar {
+        name: "LIFEBOAT_RETENTION_KEEP_LAST",
+        default: "3",
+        meaning: "The newest released sets of each group retention never touches (1-1000).",
+    },
+    EnvVar {
+        name: "LIFEBOAT_RETENTION_MAX_CHANGES",
+        default: "200",
+        meaning: "Snapshots one aftercare run archives or deletes at most (1-10000); the rest wait for the next run.",
+    },
 ];
 
 /// A bad environment variable: names it, its value and what is wrong.
@@ -130,6 +150,50 @@ pub struct RescueSettings {
     pub max_attempts: u32,
     pub inline_wait: Duration,
     pub warm_pool: WarmPoolAction,
+    /// What becomes of the group's released sets.
+    pub retention: Retention,
+}
+
+/// What becomes of a group's released sets: archived, deleted, or first one and then the
+/// other, once older than a number of days; the newest `keep_last` are never touched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub archive_after_days: Option<u32>,
+    pub delete_after_days: Option<u32>,
+    pub keep_last: u32,
+}
+
+/// "Archive Amazon EBS snapshots" (Amazon EBS User Guide): an archived snapshot is billed for at
+/// least 90 days.
+pub const ARCHIVE_MINIMUM_DAYS: u32 = 90;
+
+impl Retention {
+    /// Touches nothing: what a group whose retention override is rejected gets.
+    pub const OFF: Retention = Retention {
+        archive_after_days: None,
+        delete_after_days: None,
+        keep_last: 3,
+    };
+
+    pub fn is_off(&self) -> bool {
+        self.archive_after_days.is_none() && self.delete_after_days.is_none()
+    }
+
+    /// Why these settings cannot be used (the key names the setting), if they cannot.
+    fn check(&self) -> Result<(), (&'static str, String)> {
+        if self.keep_last < 1 || self.keep_last > 1000 {
+            return Err(("retention_keep_last", "must be between 1 and 1000".into()));
+        }
+        if let (Some(archive), Some(delete)) = (self.archive_after_days, self.delete_after_days) {
+            if delete < archive.saturating_add(ARCHIVE_MINIMUM_DAYS) {
+                return Err((
+                    "retention_delete_after_days",
+                    format!("with archiving after {archive} days, deleting before day {} pays for days the archive tier bills anyway (at least {ARCHIVE_MINIMUM_DAYS}); delete later or do not archive", archive + ARCHIVE_MINIMUM_DAYS),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl RescueSettings {
@@ -139,6 +203,7 @@ impl RescueSettings {
         Self {
             include_boot_volume: true,
             skip_tag: None,
+            retention: Retention::OFF,
             ..self.clone()
         }
     }
@@ -176,6 +241,8 @@ pub struct Config {
     pub metrics_namespace: String,
     /// Lifeboat's share of the account's API budget, and how many environments split it.
     pub budget: BudgetShare,
+    /// Snapshots one aftercare run changes at most.
+    pub retention_max_changes: usize,
 }
 
 impl Config {
@@ -217,6 +284,17 @@ impl Config {
             });
         }
         let skip_tag = read("LIFEBOAT_SKIP_TAG");
+        let days = |name: &'static str| -> Result<Option<u32>, ConfigError> {
+            Ok(Some(read(name).integer(0, 36_500)? as u32).filter(|d| *d > 0))
+        };
+        let retention = Retention {
+            archive_after_days: days("LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS")?,
+            delete_after_days: days("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS")?,
+            keep_last: read("LIFEBOAT_RETENTION_KEEP_LAST").integer(1, 1000)? as u32,
+        };
+        retention
+            .check()
+            .map_err(|(_, reason)| read("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS").error(reason))?;
         Ok(Self {
             hooks,
             groups: read("LIFEBOAT_GROUPS").list(GroupName::parse)?,
@@ -227,6 +305,7 @@ impl Config {
                 max_attempts: read("LIFEBOAT_MAX_ATTEMPTS").integer(1, 10)? as u32,
                 inline_wait: read("LIFEBOAT_INLINE_WAIT_SECONDS").seconds(0, 840)?,
                 warm_pool: read("LIFEBOAT_WARM_POOL_ACTION").warm_pool()?,
+                retention,
             },
             deadline_margin: read("LIFEBOAT_DEADLINE_MARGIN_SECONDS").seconds(5, 300)?,
             global_timeout_margin: read("LIFEBOAT_GLOBAL_TIMEOUT_MARGIN_SECONDS")
@@ -239,6 +318,8 @@ impl Config {
                 share: read("LIFEBOAT_API_SHARE_PERCENT").integer(1, 100)? as f64 / 100.0,
                 concurrency: read("LIFEBOAT_CONCURRENCY").integer(1, 1000)? as u32,
             },
+            retention_max_changes: read("LIFEBOAT_RETENTION_MAX_CHANGES").integer(1, 10_000)?
+                as usize,
         })
     }
 
@@ -253,7 +334,11 @@ impl Config {
     /// The settings for one rescue: the defaults, overridden by the hook's metadata when that
     /// is valid; the safest settings and the reason when it is not.
     pub fn settings_for(&self, metadata: Option<&str>) -> (RescueSettings, Option<OverrideError>) {
-        match GroupOverrides::parse(metadata) {
+        let checked = GroupOverrides::parse(metadata).and_then(|overrides| {
+            overrides.retention(&self.defaults.retention)?;
+            Ok(overrides)
+        });
+        match checked {
             Ok(overrides) => (overrides.apply(&self.defaults), None),
             Err(err) => (self.defaults.safest(), Some(err)),
         }
@@ -373,6 +458,9 @@ struct GroupOverrides {
     max_attempts: Option<u32>,
     inline_wait_seconds: Option<u64>,
     warm_pool_action: Option<WarmPoolAction>,
+    retention_archive_after_days: Option<u32>,
+    retention_delete_after_days: Option<u32>,
+    retention_keep_last: Option<u32>,
 }
 
 /// AWS allows up to 4000 characters of metadata; anything longer did not come from AWS.
@@ -423,10 +511,49 @@ impl GroupOverrides {
         if let Some(tag) = &self.skip_tag {
             check_skip_tag(tag).map_err(|reason| bad("skip_tag", &reason))?;
         }
+        for (key, days) in [
+            (
+                "retention_archive_after_days",
+                self.retention_archive_after_days,
+            ),
+            (
+                "retention_delete_after_days",
+                self.retention_delete_after_days,
+            ),
+        ] {
+            if days.is_some_and(|d| d > 36_500) {
+                return Err(bad(key, "must be between 0 and 36500"));
+            }
+        }
         Ok(())
     }
 
+    /// The group's retention: the defaults with its overrides, checked as a whole; rejected
+    /// (touch nothing) when the combination cannot be used.
+    fn retention(&self, defaults: &Retention) -> Result<Retention, OverrideError> {
+        let days = |value: Option<u32>, default: Option<u32>| match value {
+            Some(0) => None,
+            Some(d) => Some(d),
+            None => default,
+        };
+        let retention = Retention {
+            archive_after_days: days(
+                self.retention_archive_after_days,
+                defaults.archive_after_days,
+            ),
+            delete_after_days: days(self.retention_delete_after_days, defaults.delete_after_days),
+            keep_last: self.retention_keep_last.unwrap_or(defaults.keep_last),
+        };
+        retention
+            .check()
+            .map_err(|(key, reason)| OverrideError::new(key, &reason))?;
+        Ok(retention)
+    }
+
     fn apply(self, defaults: &RescueSettings) -> RescueSettings {
+        let retention = self
+            .retention(&defaults.retention)
+            .unwrap_or(Retention::OFF);
         RescueSettings {
             include_boot_volume: self
                 .include_boot_volume
@@ -441,6 +568,7 @@ impl GroupOverrides {
                 .map(Duration::from_secs)
                 .unwrap_or(defaults.inline_wait),
             warm_pool: self.warm_pool_action.unwrap_or(defaults.warm_pool),
+            retention,
         }
     }
 }
@@ -484,12 +612,44 @@ mod tests {
             ("LIFEBOAT_SKIP_TAG", "aws:skip"),
             ("LIFEBOAT_POLL_MAX_SECONDS", "1"),
             ("LIFEBOAT_SWEEP_INTERVAL_SECONDS", "10"),
+            ("LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS", "-1"),
+            ("LIFEBOAT_RETENTION_KEEP_LAST", "0"),
+            ("LIFEBOAT_RETENTION_MAX_CHANGES", "0"),
         ];
         for (name, value) in cases {
             let err = config(&[(name, value)]).unwrap_err();
             assert_eq!(err.name, name, "{name}={value}");
             assert!(err.to_string().contains(name));
         }
+    }
+
+    #[test]
+    fn retention_is_off_by_default_and_a_bad_combination_is_named() {
+        assert!(config(&[]).unwrap().defaults.retention.is_off());
+        let err = config(&[
+            ("LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS", "30"),
+            ("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS", "60"),
+        ])
+        .unwrap_err();
+        assert_eq!(err.name, "LIFEBOAT_RETENTION_DELETE_AFTER_DAYS");
+        let c = config(&[("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS", "30")]).unwrap();
+        // A group's override: its own days, 0 turning a default off; a combination that cannot
+        // work is rejected, and that group's sets are left alone.
+        let (settings, rejected) = c.settings_for(Some(
+            r#"{"retention_archive_after_days": 7, "retention_delete_after_days": 0, "retention_keep_last": 5}"#,
+        ));
+        assert!(rejected.is_none());
+        assert_eq!(
+            settings.retention,
+            Retention {
+                archive_after_days: Some(7),
+                delete_after_days: None,
+                keep_last: 5
+            }
+        );
+        let (settings, rejected) = c.settings_for(Some(r#"{"retention_archive_after_days": 7}"#));
+        assert_eq!(rejected.unwrap().key, "retention_delete_after_days");
+        assert!(settings.retention.is_off());
     }
 
     #[test]

@@ -20,6 +20,10 @@ const LAUNCH_DETAIL_TYPE: &str = "EC2 Instance-launch Lifecycle Action";
 const MULTI_VOLUME_DETAIL_TYPE: &str = "EBS Multi-Volume Snapshots Completion Status";
 const SNAPSHOT_DETAIL_TYPE: &str = "EBS Snapshot Notification";
 const SCHEDULED_DETAIL_TYPE: &str = "Scheduled Event";
+/// Lifeboat's own source: the aftercare schedule's input, and the rescue events it publishes.
+pub const LIFEBOAT_SOURCE: &str = "lifeboat";
+/// The aftercare schedule's input (the template's `AftercareSchedule`).
+pub const AFTERCARE_DETAIL_TYPE: &str = "Lifeboat Aftercare";
 
 /// A malformed event: the field (a path such as `detail.snapshots[1].snapshot_id`) and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -78,6 +82,8 @@ pub enum Incoming {
     SnapshotsCompleted(SnapshotCompletion),
     /// The scheduled sweep.
     Sweep,
+    /// The aftercare schedule: retention over the released sets.
+    Aftercare,
     /// A well-formed event lifeboat has no business with (another EBS snapshot event).
     Unrelated(String),
     /// SNS or SQS records, each an event of its own.
@@ -176,13 +182,16 @@ fn parse_eventbridge(value: Value) -> Result<Incoming, EventError> {
             single_snapshot(detail)
         }
         ("aws.events", SCHEDULED_DETAIL_TYPE) => Ok(Incoming::Sweep),
+        (LIFEBOAT_SOURCE, AFTERCARE_DETAIL_TYPE) => Ok(Incoming::Aftercare),
+        // Lifeboat's own rescue events, routed back to it by mistake: not work.
+        (LIFEBOAT_SOURCE, other) => Ok(Incoming::Unrelated(format!("lifeboat event {other:?}"))),
         ("aws.autoscaling" | "aws.ec2" | "aws.events", other) => Err(EventError::new(
             "detail-type",
             format!("{other:?} is not an event lifeboat handles for source {source:?}"),
         )),
         (other, _) => Err(EventError::new(
             "source",
-            format!("{other:?} is not aws.autoscaling, aws.ec2 or aws.events"),
+            format!("{other:?} is not aws.autoscaling, aws.ec2, aws.events or lifeboat"),
         )),
     }
 }
@@ -424,6 +433,22 @@ mod tests {
         Incoming::parse_slice(&bytes)
     }
 
+    #[test]
+    fn the_aftercare_schedules_input_in_the_template_is_aftercare() {
+        let template =
+            std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("template.yaml"))
+                .unwrap();
+        let input = template
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("Input: '"))
+            .and_then(|l| l.strip_suffix('\''))
+            .unwrap();
+        assert_eq!(
+            Incoming::parse_slice(input.as_bytes()),
+            Ok(Incoming::Aftercare)
+        );
+    }
+
     fn termination(name: &str) -> LifecycleAction {
         match parse_file(name) {
             Ok(Incoming::Termination(action)) => action,
@@ -501,6 +526,7 @@ mod tests {
             ("scheduled-sweep.json", |r| {
                 assert_eq!(r, Ok(Incoming::Sweep))
             }),
+            ("aftercare.json", |r| assert_eq!(r, Ok(Incoming::Aftercare))),
             ("malformed-missing-instance-id.json", |r| {
                 assert_eq!(r.unwrap_err().field, "detail.EC2InstanceId")
             }),

@@ -148,6 +148,19 @@ impl<C: Cloud, K: Clock> Lifeboat<C, K> {
                         source,
                     })
             }
+            Incoming::Aftercare => {
+                let now = self.clock.now();
+                let done = crate::aftercare::run(&self.cloud, &self.config, now)
+                    .await
+                    .map_err(|source| LifeboatError::Lookup {
+                        what: "aftercare",
+                        source,
+                    })?;
+                let mut report = Report::rescues(EventKind::Aftercare, Vec::new());
+                report.errors = done.errors.clone();
+                report.aftercare = Some(done);
+                Ok(report)
+            }
             Incoming::Unrelated(what) => {
                 info!(what, "event not lifeboat's business, ignored");
                 Ok(Report::note(

@@ -11,12 +11,14 @@
 //! - [`rescue`]: the domain — keep first, plan, start, check, [`rescue::decision`], fail safe. No
 //!   SDK types.
 //! - [`sweep`]: the scheduled pass that resumes, holds and starts rescues.
+//! - [`aftercare`]: what becomes of released sets (retention: archive, delete).
 //! - [`handler`]: one event in, the right rescue operations, one [`report::Report`] out.
 //! - [`aws`]: the ports (small traits in lifeboat's types) and their AWS SDK adapters.
 //! - [`clock`], [`telemetry`], [`report`]: time, logs and metrics, the invocation's result.
 //! - [`replay`]: `lifeboat replay EVENT.json`, the handler run in-process on one file.
 //! - [`operator`]: `lifeboat list`, `watch`, `restore`, `audit`: the operator's commands.
 
+pub mod aftercare;
 pub mod aws;
 pub mod clock;
 pub mod config;

@@ -73,6 +73,7 @@ pub enum EventKind {
     TestNotification,
     SnapshotCompletion,
     Sweep,
+    Aftercare,
     Batch,
 }
 
@@ -87,6 +88,9 @@ pub struct Report {
     /// Rescues this invocation could not move forward; the next event or sweep retries them.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
+    /// What the aftercare run did to released sets.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aftercare: Option<crate::aftercare::AftercareReport>,
 }
 
 impl Report {
@@ -96,6 +100,7 @@ impl Report {
             note: Some(note.into()),
             rescues: Vec::new(),
             errors: Vec::new(),
+            aftercare: None,
         }
     }
 
@@ -105,6 +110,7 @@ impl Report {
             note: None,
             rescues,
             errors: Vec::new(),
+            aftercare: None,
         }
     }
 

@@ -40,7 +40,7 @@ SERVICE_MEDIATED = {
     "kms:DescribeKey",
 }
 
-FORBIDDEN = re.compile(r"(Delete|ModifySnapshotAttribute|ResetSnapshotAttribute|CopySnapshot|EnableSnapshotBlockPublicAccess|DisableSnapshotBlockPublicAccess)")
+FORBIDDEN = re.compile(r"(Delete(?!Snapshot$)|ModifySnapshotAttribute|ResetSnapshotAttribute|CopySnapshot|EnableSnapshotBlockPublicAccess|DisableSnapshotBlockPublicAccess)")
 
 
 def load_template(text=None):
@@ -128,10 +128,10 @@ class PermissionsMatchTheCode(unittest.TestCase):
         sources = {path: (ROOT / path).read_text() for path in ADAPTERS}
         sources["src/aws/ec2.rs"] = sources["src/aws/ec2.rs"].replace(
             "impl Inventory for Ec2Adapter {",
-            "fn extra(c: &Ec2Adapter) { c.client\n            .delete_snapshot(); }\nimpl Inventory for Ec2Adapter {",
+            "fn extra(c: &Ec2Adapter) { c.client\n            .delete_volume(); }\nimpl Inventory for Ec2Adapter {",
         )
         problems = permission_problems(load_template(), actions_called(sources))
-        self.assertIn("the code calls ec2:DeleteSnapshot but the role does not allow it", problems)
+        self.assertIn("the code calls ec2:DeleteVolume but the role does not allow it", problems)
 
     def test_a_permission_without_its_call_is_caught(self):
         template = load_template()
@@ -142,6 +142,17 @@ class PermissionsMatchTheCode(unittest.TestCase):
         self.assertIn("the role allows ec2:DescribeImages but the code never calls it", problems)
         self.assertIn("forbidden action ec2:DeleteVolume", problems)
         self.assertIn("wildcard action ec2:*", problems)
+
+    def test_only_snapshots_lifeboat_released_may_be_archived_or_deleted(self):
+        retiring = [
+            s
+            for s in statements(load_template())
+            if {"ec2:DeleteSnapshot", "ec2:ModifySnapshotTier"} & set([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        ]
+        self.assertEqual(len(retiring), 1)
+        statement = retiring[0]
+        self.assertIn("::snapshot/*", statement["Resource"]["Fn::Sub"])
+        self.assertEqual(statement["Condition"], {"StringEquals": {"aws:ResourceTag/lifeboat:state": "released"}})
 
     def test_tagging_is_scoped_to_lifeboats_snapshots_and_kept_volumes(self):
         for statement in statements(load_template()):
@@ -171,7 +182,7 @@ class TemplateMatchesTheConfiguration(unittest.TestCase):
         env = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
         parameters = template["Parameters"]
         variables = config_variables()
-        self.assertEqual(len(variables), 16)
+        self.assertEqual(len(variables), 20)
         self.assertEqual(set(env), {name for name, _ in variables}, "environment and src/config.rs differ")
         for name, default in variables:
             reference = env[name]
@@ -199,15 +210,29 @@ class TemplateShape(unittest.TestCase):
         self.assertEqual(properties["LoggingConfig"]["LogFormat"], "JSON")
         self.assertEqual(properties["Timeout"], 900)
 
-    def test_four_triggers_and_no_event_lost_silently(self):
+    def test_five_triggers_and_no_event_lost_silently(self):
         events = self.function["Properties"]["Events"]
-        self.assertEqual(set(events), {"Termination", "MultiVolumeSnapshotsCompleted", "SnapshotCompleted", "Sweep"})
+        self.assertEqual(
+            set(events), {"Termination", "MultiVolumeSnapshotsCompleted", "SnapshotCompleted", "Sweep", "Aftercare"}
+        )
+        # The aftercare schedule's input is the sample event lifeboat parses as aftercare.
+        aftercare = json.loads(events["Aftercare"]["Properties"]["Input"])
+        sample = json.loads((ROOT / "events/aftercare.json").read_text())
+        self.assertEqual((aftercare["source"], aftercare["detail-type"]), (sample["source"], sample["detail-type"]))
         invoke = self.function["Properties"]["EventInvokeConfig"]
         self.assertEqual(invoke["DestinationConfig"]["OnFailure"]["Type"], "SQS")
         queue = self.resources["FailedEvents"]["Properties"]
         self.assertEqual(queue["MessageRetentionPeriod"], 1209600)
         for name in ("Termination", "MultiVolumeSnapshotsCompleted", "SnapshotCompleted"):
             self.assertIn("DeadLetterConfig", events[name]["Properties"], name)
+
+    def test_the_recycle_bin_rule_keeps_exactly_lifeboats_released_snapshots(self):
+        rule = self.resources["RecycleBinRule"]
+        self.assertEqual(rule["Condition"], "CreateRecycleBinRule")
+        self.assertEqual(rule["Properties"]["ResourceType"], "EBS_SNAPSHOT")
+        self.assertEqual(
+            rule["Properties"]["ResourceTags"], [{"ResourceTagKey": "lifeboat:state", "ResourceTagValue": "released"}]
+        )
 
     def test_alarms_on_errors_failed_events_and_fail_safe(self):
         metrics = {

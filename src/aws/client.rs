@@ -176,6 +176,22 @@ impl super::SnapshotStore for AwsCloud {
     }
 }
 
+impl super::SnapshotCare for AwsCloud {
+    async fn tiering_under_way(
+        &self,
+    ) -> Result<std::collections::BTreeSet<crate::ids::SnapshotId>, super::AwsError> {
+        self.ec2.tiering_under_way().await
+    }
+
+    async fn archive(&self, snapshot: &crate::ids::SnapshotId) -> Result<(), super::AwsError> {
+        self.ec2.archive(snapshot).await
+    }
+
+    async fn delete(&self, snapshot: &crate::ids::SnapshotId) -> Result<(), super::AwsError> {
+        self.ec2.delete(snapshot).await
+    }
+}
+
 impl super::Tagging for AwsCloud {
     async fn tag(
         &self,

@@ -2,7 +2,7 @@
 //! lifeboat's requests into API calls (filters, tags, pagination) and the replies back into
 //! lifeboat's facts; it decides nothing.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use aws_sdk_ec2::types::{
@@ -14,8 +14,9 @@ use chrono::{DateTime, Utc};
 
 use super::budget::{Api, Budget};
 use super::{
-    AwsError, AwsErrorKind, InstanceFacts, InstanceState, Inventory, SnapshotFacts, SnapshotQuery,
-    SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts,
+    AwsError, AwsErrorKind, InstanceFacts, InstanceState, Inventory, SnapshotCare, SnapshotFacts,
+    SnapshotQuery, SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, StorageTier,
+    Tagging, Tags, VolumeFacts,
 };
 use crate::ids::{InstanceId, ResourceId, SnapshotId, VolumeId};
 
@@ -127,6 +128,13 @@ fn snapshot_facts(snapshot: &Snapshot) -> Result<SnapshotFacts, AwsError> {
         encrypted: snapshot.encrypted().unwrap_or(false),
         kms_key_id: snapshot.kms_key_id().map(str::to_owned),
         tags: tags_of(snapshot.tags()),
+        tier: StorageTier::parse(
+            snapshot
+                .storage_tier()
+                .map(|t| t.as_str())
+                .unwrap_or_default(),
+        ),
+        restore_expiry: snapshot.restore_expiry_time().and_then(to_chrono),
     })
 }
 
@@ -141,6 +149,8 @@ fn snapshot_info_facts(info: &SnapshotInfo) -> Result<SnapshotFacts, AwsError> {
         encrypted: info.encrypted().unwrap_or(false),
         kms_key_id: None,
         tags: tags_of(info.tags()),
+        tier: StorageTier::Standard,
+        restore_expiry: None,
     })
 }
 
@@ -427,7 +437,69 @@ impl SnapshotStore for Ec2Adapter {
             encrypted: reply.encrypted().unwrap_or(false),
             kms_key_id: reply.kms_key_id().map(str::to_owned),
             tags: tags_of(reply.tags()),
+            tier: StorageTier::Standard,
+            restore_expiry: None,
         })
+    }
+}
+
+/// The tiering operations still under way ("DescribeSnapshotTierStatus", EC2 API Reference,
+/// `last-tiering-operation`).
+const TIERING_UNDER_WAY: [&str; 3] = [
+    "archival-in-progress",
+    "temporary-restore-in-progress",
+    "permanent-restore-in-progress",
+];
+
+impl SnapshotCare for Ec2Adapter {
+    async fn tiering_under_way(&self) -> Result<BTreeSet<SnapshotId>, AwsError> {
+        const OP: &str = "DescribeSnapshotTierStatus";
+        let mut pages = self
+            .client
+            .describe_snapshot_tier_status()
+            .filters(filter(
+                "last-tiering-operation",
+                TIERING_UNDER_WAY.map(String::from),
+            ))
+            .max_results(1000)
+            .into_paginator()
+            .send();
+        let mut under_way = BTreeSet::new();
+        while let Some(page) = {
+            self.turn(OP).await;
+            pages.next().await
+        } {
+            let page = page.map_err(|err| AwsError::from_sdk(OP, err))?;
+            for status in page.snapshot_tier_statuses() {
+                under_way.insert(returned_id(OP, status.snapshot_id(), SnapshotId::parse)?);
+            }
+        }
+        Ok(under_way)
+    }
+
+    async fn archive(&self, snapshot: &SnapshotId) -> Result<(), AwsError> {
+        const OP: &str = "ModifySnapshotTier";
+        self.turn(OP).await;
+        self.client
+            .modify_snapshot_tier()
+            .snapshot_id(snapshot.as_str())
+            .storage_tier(aws_sdk_ec2::types::TargetStorageTier::Archive)
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk(OP, err))?;
+        Ok(())
+    }
+
+    async fn delete(&self, snapshot: &SnapshotId) -> Result<(), AwsError> {
+        const OP: &str = "DeleteSnapshot";
+        self.turn(OP).await;
+        self.client
+            .delete_snapshot()
+            .snapshot_id(snapshot.as_str())
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk(OP, err))?;
+        Ok(())
     }
 }
 

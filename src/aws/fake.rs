@@ -13,7 +13,7 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ActionResult, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts, InstanceState,
-    Inventory, Lifecycle, Pressure, SnapshotFacts, SnapshotQuery, SnapshotRequest,
+    Inventory, Lifecycle, Pressure, SnapshotCare, SnapshotFacts, SnapshotQuery, SnapshotRequest,
     SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts, WaitingInstance,
 };
 use crate::clock::{Clock, FakeClock};
@@ -105,6 +105,9 @@ struct World {
     /// An instance and its volumes as EC2 listed them a while ago: the next DescribeInstances
     /// and DescribeVolumes of it answer this older view (eventual consistency again).
     stale_view: Option<(InstanceFacts, Vec<VolumeFacts>)>,
+    /// Snapshots whose archival is under way.
+    archiving: BTreeSet<SnapshotId>,
+    deleted_snapshots: Vec<SnapshotId>,
 }
 
 /// The fake AWS; share it with `Arc` and keep a handle on its clock.
@@ -296,6 +299,28 @@ impl FakeCloud {
     /// The next `reads` `DescribeVolumes` list no attached volume (a lagging view of EC2).
     pub fn unlist_volumes(&self, reads: usize) {
         self.world().volumes_unlisted_for = reads;
+    }
+
+    /// The archivals under way end: those snapshots are in the archive tier.
+    pub fn finish_archival(&self) {
+        let mut world = self.world();
+        for id in std::mem::take(&mut world.archiving) {
+            if let Some(s) = world.snapshots.get_mut(&id) {
+                s.facts.tier = crate::aws::StorageTier::Archive;
+            }
+        }
+    }
+
+    /// The snapshots deleted so far.
+    pub fn deleted_snapshots(&self) -> Vec<SnapshotId> {
+        self.world().deleted_snapshots.clone()
+    }
+
+    /// Tags one snapshot as a person (or another tool) would.
+    pub fn tag_snapshot(&self, snapshot: &SnapshotId, key: &str, value: &str) {
+        if let Some(s) = self.world().snapshots.get_mut(snapshot) {
+            s.facts.tags.insert(key.into(), value.into());
+        }
     }
 
     /// The instance and its attached volumes as EC2 lists them now.
@@ -533,6 +558,8 @@ impl FakeCloud {
             encrypted: true,
             kms_key_id: None,
             tags,
+            tier: crate::aws::StorageTier::Standard,
+            restore_expiry: None,
         };
         world.snapshots.insert(
             id,
@@ -712,6 +739,54 @@ impl Tagging for FakeCloud {
             }
         }
         Ok(())
+    }
+}
+
+impl SnapshotCare for FakeCloud {
+    async fn tiering_under_way(&self) -> Result<BTreeSet<SnapshotId>, AwsError> {
+        let world = self.call("DescribeSnapshotTierStatus")?;
+        Ok(world.archiving.clone())
+    }
+
+    /// Archival is under way until `finish_archival`.
+    async fn archive(&self, snapshot: &SnapshotId) -> Result<(), AwsError> {
+        let mut world = self.call("ModifySnapshotTier")?;
+        match world.snapshots.get(snapshot) {
+            None => Err(AwsError::new(
+                "ModifySnapshotTier",
+                AwsErrorKind::NotFound,
+                "no such snapshot",
+            )),
+            Some(s)
+                if s.facts.state != SnapshotState::Completed
+                    || world.archiving.contains(snapshot) =>
+            {
+                Err(AwsError::new(
+                    "ModifySnapshotTier",
+                    AwsErrorKind::Rejected,
+                    "only a completed snapshot not already moving can be archived",
+                ))
+            }
+            Some(_) => {
+                world.archiving.insert(snapshot.clone());
+                Ok(())
+            }
+        }
+    }
+
+    async fn delete(&self, snapshot: &SnapshotId) -> Result<(), AwsError> {
+        let mut world = self.call("DeleteSnapshot")?;
+        match world.snapshots.remove(snapshot) {
+            Some(_) => {
+                world.deleted_snapshots.push(snapshot.clone());
+                Ok(())
+            }
+            None => Err(AwsError::new(
+                "DeleteSnapshot",
+                AwsErrorKind::NotFound,
+                "no such snapshot",
+            )),
+        }
     }
 }
 

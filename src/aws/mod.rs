@@ -13,6 +13,7 @@ pub mod fake;
 mod mocks;
 pub mod operator;
 
+use std::collections::BTreeSet;
 use std::future::Future;
 use std::time::Duration;
 
@@ -124,6 +125,48 @@ pub struct SnapshotFacts {
     /// The KMS key an encrypted snapshot is encrypted with (a key id or ARN, as EC2 says).
     pub kms_key_id: Option<String>,
     pub tags: Tags,
+    /// The storage tier: `standard`, or `archive` (restored for a while when `restore_expiry`
+    /// is set).
+    pub tier: StorageTier,
+    pub restore_expiry: Option<DateTime<Utc>>,
+}
+
+/// An EBS snapshot's storage tier ("Archive Amazon EBS snapshots", Amazon EBS User Guide).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum StorageTier {
+    #[default]
+    Standard,
+    Archive,
+}
+
+impl StorageTier {
+    pub fn parse(text: &str) -> Self {
+        if text == "archive" {
+            Self::Archive
+        } else {
+            Self::Standard
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Archive => "archive",
+        }
+    }
+}
+
+/// After the rescue: moving released snapshots to the archive tier, and deleting them (EC2).
+pub trait SnapshotCare: Send + Sync {
+    /// The snapshots whose move between tiers (archival, restore) is under way
+    /// (`DescribeSnapshotTierStatus`).
+    fn tiering_under_way(
+        &self,
+    ) -> impl Future<Output = Result<BTreeSet<SnapshotId>, AwsError>> + Send;
+    /// `ModifySnapshotTier` to the archive tier.
+    fn archive(&self, snapshot: &SnapshotId) -> impl Future<Output = Result<(), AwsError>> + Send;
+    /// `DeleteSnapshot`.
+    fn delete(&self, snapshot: &SnapshotId) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 /// Which snapshots to look up. Every query is one paginated `DescribeSnapshots` of the
@@ -289,6 +332,6 @@ pub trait Pressure: Send + Sync {
 }
 
 /// Everything a rescue needs from AWS.
-pub trait Cloud: Inventory + SnapshotStore + Tagging + Lifecycle + Pressure {}
+pub trait Cloud: Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure {}
 
-impl<T: Inventory + SnapshotStore + Tagging + Lifecycle + Pressure> Cloud for T {}
+impl<T: Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure> Cloud for T {}

@@ -292,6 +292,8 @@ mod tests {
             encrypted: true,
             kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/abcd".into()),
             tags,
+            tier: crate::aws::StorageTier::Standard,
+            restore_expiry: None,
         }
     }
 

@@ -209,6 +209,7 @@ mod tests {
             skip_tag: Some("lifeboat:skip".into()),
             max_attempts: 3,
             inline_wait: Duration::from_secs(60),
+            retention: crate::config::Retention::OFF,
             warm_pool: crate::config::WarmPoolAction::Continue,
         }
     }
