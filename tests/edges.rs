@@ -614,3 +614,127 @@ async fn ec2_refuses_to_keep_or_tag_what_went_with_a_terminated_instance() {
     assert_eq!(keep.unwrap_err().code(), Some("IncorrectInstanceState"));
     assert_eq!(tagged.unwrap_err().code(), Some("InvalidVolume.NotFound"));
 }
+
+const DAY: u64 = 86_400;
+
+/// The group terminates `instance` and lifeboat rescues it from its event.
+async fn rescue(w: &World, instance: &str) -> Outcome {
+    let events = w.terminate(instance).await;
+    w.deliver(&events[0]).await.unwrap().rescues[0].outcome
+}
+
+async fn snapshot_ids_of(w: &World, instance: &str) -> Vec<String> {
+    let reply = w
+        .ec2
+        .describe_snapshots()
+        .owner_ids("self")
+        .filters(
+            aws_sdk_ec2::types::Filter::builder()
+                .name("tag:lifeboat:instance-id")
+                .values(instance)
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut ids: Vec<String> = reply
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test]
+async fn retention_archives_and_deletes_only_old_released_sets_and_keeps_the_newest() {
+    // GIVEN retention that archives after 30 days, deletes after 150 and keeps the newest set,
+    // and a group whose rescues over 300 days left: a released set (300 days old), a failed
+    // one (300), a released set a restore is using (200), a released set (60), the newest (0)
+    let w = World::new(&[
+        ("LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS", "30"),
+        ("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS", "150"),
+        ("LIFEBOAT_RETENTION_KEEP_LAST", "1"),
+        ("LIFEBOAT_INLINE_WAIT_SECONDS", "60"),
+    ])
+    .await;
+    let instances = w.group("api-db", 5, &DEVICES, 900).await;
+    w.snapshots_take(0.5, &[]);
+    assert_eq!(rescue(&w, &instances[0]).await, Outcome::Released);
+    let failing = w.volumes_of(&instances[1]).await[1].1.clone();
+    w.snapshots_take(0.5, &[(&failing, &["error", "error", "error"])]);
+    assert_eq!(rescue(&w, &instances[1]).await, Outcome::FailedSafe);
+    w.snapshots_take(0.5, &[]);
+    w.advance(100 * DAY);
+    assert_eq!(rescue(&w, &instances[2]).await, Outcome::Released);
+    let in_use = snapshot_ids_of(&w, &instances[2]).await;
+    w.ec2
+        .create_tags()
+        .resources(&in_use[0])
+        .tags(
+            aws_sdk_ec2::types::Tag::builder()
+                .key("lifeboat:in-use-until")
+                .value("2099-01-01T00:00:00Z")
+                .build(),
+        )
+        .send()
+        .await
+        .unwrap();
+    w.advance(140 * DAY);
+    assert_eq!(rescue(&w, &instances[3]).await, Outcome::Released);
+    w.advance(60 * DAY);
+    assert_eq!(rescue(&w, &instances[4]).await, Outcome::Released);
+    let before: Vec<Vec<String>> = {
+        let mut all = Vec::new();
+        for instance in &instances {
+            all.push(snapshot_ids_of(&w, instance).await);
+        }
+        all
+    };
+    assert!(before.iter().all(|ids| !ids.is_empty()), "every rescue took snapshots");
+    // WHEN the aftercare schedule fires
+    let event: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_path("events/aftercare.json")).unwrap(),
+    )
+    .unwrap();
+    let report = w.deliver(&event).await.unwrap();
+    let done = report.aftercare.unwrap();
+    // THEN the 300-day released set is deleted and the 60-day one archived; nothing else moved
+    assert_eq!(done.released_sets, 4);
+    assert_eq!(done.deleted.len(), 1);
+    assert_eq!(done.deleted[0].instance_id, instances[0]);
+    assert_eq!(done.archived.len(), 1);
+    assert_eq!(done.archived[0].instance_id, instances[3]);
+    assert!(done.errors.is_empty(), "{:?}", done.errors);
+    assert!(snapshot_ids_of(&w, &instances[0]).await.is_empty());
+    for i in [1, 2, 3, 4] {
+        assert_eq!(
+            snapshot_ids_of(&w, &instances[i]).await,
+            before[i],
+            "set {i}"
+        );
+    }
+    let ledger = w.ledger();
+    let deleted = ledger.entries("snapshot-deleted");
+    assert_eq!(deleted.len(), before[0].len());
+    assert!(deleted.iter().all(|e| e["lifeboat_state"] == "released"));
+    // AND once EC2 has archived it (up to 72 hours), the next runs leave everything as it is
+    w.advance(3 * DAY + 3600);
+    let archived = w
+        .ec2
+        .describe_snapshots()
+        .set_snapshot_ids(Some(before[3].clone()))
+        .send()
+        .await
+        .unwrap();
+    assert!(archived
+        .snapshots()
+        .iter()
+        .all(|s| s.storage_tier().map(|t| t.as_str()) == Some("archive")));
+    let again = w.deliver(&event).await.unwrap().aftercare.unwrap();
+    assert!(
+        again.archived.is_empty() && again.deleted.is_empty(),
+        "{again:?}"
+    );
+    w.assert_no_data_lost();
+}
