@@ -691,7 +691,10 @@ async fn retention_archives_and_deletes_only_old_released_sets_and_keeps_the_new
         }
         all
     };
-    assert!(before.iter().all(|ids| !ids.is_empty()), "every rescue took snapshots");
+    assert!(
+        before.iter().all(|ids| !ids.is_empty()),
+        "every rescue took snapshots"
+    );
     // WHEN the aftercare schedule fires
     let event: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(support::repo_path("events/aftercare.json")).unwrap(),

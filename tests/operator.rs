@@ -366,6 +366,18 @@ async fn restore_puts_the_rescued_set_back_on_a_new_instance_as_it_was() {
         );
         let snapshot = tag_of(volume, "lifeboat:restored-from-snapshot").unwrap();
         assert_eq!(volume.snapshot_id(), Some(snapshot));
+        // AND the snapshot says a restore uses it, so retention leaves its set alone
+        let used = w
+            .ec2
+            .describe_snapshots()
+            .snapshot_ids(snapshot)
+            .send()
+            .await
+            .unwrap();
+        assert!(used.snapshots()[0]
+            .tags()
+            .iter()
+            .any(|t| t.key() == Some("lifeboat:in-use-until")));
     }
 
     // WHEN it restores again onto the same instance THEN the devices are taken: refused, nothing created

@@ -132,7 +132,8 @@ pub struct SnapshotFacts {
 }
 
 /// An EBS snapshot's storage tier ("Archive Amazon EBS snapshots", Amazon EBS User Guide).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StorageTier {
     #[default]
     Standard,

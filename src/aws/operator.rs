@@ -320,6 +320,30 @@ impl OperatorAws {
         Ok(hooks)
     }
 
+    /// Tags snapshots as in use by a restore until `until`: retention leaves their set alone.
+    pub async fn mark_in_use(
+        &self,
+        snapshots: &[String],
+        until: DateTime<Utc>,
+    ) -> Result<(), AwsError> {
+        const OP: &str = "CreateTags";
+        if snapshots.is_empty() {
+            return Ok(());
+        }
+        let tags = Tags::from([(
+            crate::aftercare::IN_USE_UNTIL.to_owned(),
+            tags::timestamp(until),
+        )]);
+        self.ec2
+            .create_tags()
+            .set_resources(Some(snapshots.to_vec()))
+            .set_tags(Some(sdk_tags(&tags)))
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk(OP, err))?;
+        Ok(())
+    }
+
     /// Creates a volume from a snapshot, tagged at creation.
     pub async fn create_volume(&self, volume: &NewVolume) -> Result<VolumeId, AwsError> {
         const OP: &str = "CreateVolume";

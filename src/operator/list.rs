@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::{aws_error, table, OperatorError};
 use crate::aws::operator::{OperatorAws, RescueScope};
-use crate::aws::{SnapshotFacts, SnapshotState, Tags};
+use crate::aws::{SnapshotFacts, SnapshotState, StorageTier, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
 use crate::rescue::rescues_from;
 use crate::tags::{self, RescueState};
@@ -90,6 +90,21 @@ pub struct RescuedVolume {
     pub kms_key_id: Option<String>,
     /// The volume's own tags, copied onto its snapshot when the rescue began.
     pub volume_tags: Tags,
+    /// The snapshot's storage tier, and until when an archived one is restored.
+    pub tier: StorageTier,
+    pub restored_until: Option<DateTime<Utc>>,
+}
+
+impl RescuedVolume {
+    /// `standard`, `archive`, or `archive (restored until …)`.
+    pub fn tier_text(&self) -> String {
+        match (self.tier, self.restored_until) {
+            (StorageTier::Archive, Some(until)) => {
+                format!("archive (restored until {})", tags::timestamp(until))
+            }
+            (tier, _) => tier.as_str().to_owned(),
+        }
+    }
 }
 
 /// Which sets to list.
@@ -147,6 +162,8 @@ pub fn rescued_sets(snapshots: Vec<SnapshotFacts>) -> Vec<RescuedSet> {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    tier: saved.snapshot.map(|s| s.tier).unwrap_or_default(),
+                    restored_until: saved.snapshot.and_then(|s| s.restore_expiry),
                 })
                 .collect(),
         })
@@ -228,6 +245,7 @@ pub fn render(sets: &[RescuedSet]) -> String {
                         (None, _) => "none".into(),
                     },
                     size(v.size_gib),
+                    v.tier_text(),
                     encryption(v.encrypted, v.kms_key_id.as_deref()),
                 ]
             })
@@ -244,6 +262,7 @@ pub fn render(sets: &[RescuedSet]) -> String {
             "SNAPSHOT",
             "STATE",
             "SIZE",
+            "TIER",
             "ENCRYPTED",
         ],
         &rows,
@@ -395,6 +414,45 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("yes (abcd)"), "{text}");
+    }
+
+    #[test]
+    fn each_snapshots_tier_is_shown_and_a_restore_from_the_archive_says_until_when() {
+        let set = label(
+            "i-0000000000000000a",
+            RescueState::Released,
+            "2026-11-20T10:00:00Z",
+            &[
+                ("vol-0000000000000000a", "/dev/sdf"),
+                ("vol-0000000000000000b", "/dev/sdg"),
+            ],
+        );
+        let mut archived = snapshot(
+            "snap-0000000000000000a",
+            "vol-0000000000000000a",
+            SnapshotState::Completed,
+            &set,
+        );
+        archived.tier = StorageTier::Archive;
+        let mut restored = snapshot(
+            "snap-0000000000000000b",
+            "vol-0000000000000000b",
+            SnapshotState::Completed,
+            &set,
+        );
+        restored.tier = StorageTier::Archive;
+        restored.restore_expiry = Some(set.started_at + chrono::Duration::days(30));
+        let text = render(&rescued_sets(vec![archived, restored]));
+        assert!(text.contains("TIER"), "{text}");
+        assert!(
+            text.contains("archive (restored until 2026-12-20T10:00:00Z)"),
+            "{text}"
+        );
+        assert!(
+            text.lines()
+                .any(|l| l.contains("/dev/sdf") && l.contains("archive")),
+            "{text}"
+        );
     }
 
     #[test]

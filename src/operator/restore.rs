@@ -306,6 +306,19 @@ async fn carry_out(
             format!("created so far, and left in place: {}", ids.join(", "))
         }
     };
+    // Retention leaves a set alone while a restore uses it: a day covers creating and
+    // attaching the volumes (a volume does not need its snapshot once created).
+    let snapshots: Vec<String> = plan
+        .volumes
+        .iter()
+        .map(|v| v.snapshot_id.to_string())
+        .collect();
+    if let Err(err) = aws
+        .mark_in_use(&snapshots, Utc::now() + chrono::Duration::days(1))
+        .await
+    {
+        eprintln!("warning: could not tag the set as in use by this restore ({err}); retention may archive or delete it meanwhile");
+    }
     for i in 0..plan.volumes.len() {
         let v = &plan.volumes[i];
         let request_volume = NewVolume {

@@ -272,6 +272,8 @@ mod tests {
                     encrypted: false,
                     kms_key_id: None,
                     volume_tags: Tags::new(),
+                    tier: crate::aws::StorageTier::Standard,
+                    restored_until: None,
                 }],
             },
             hook,

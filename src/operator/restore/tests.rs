@@ -20,6 +20,8 @@ fn volume(device: &str, id: &str, state: Option<SnapshotState>) -> RescuedVolume
         encrypted: true,
         kms_key_id: Some("arn:aws:kms:us-east-1:123456789012:key/k1".into()),
         volume_tags: Tags::from([("Name".into(), "postgres".into())]),
+        tier: crate::aws::StorageTier::Standard,
+        restored_until: None,
     }
 }
 
