@@ -56,6 +56,7 @@ from moto.ec2.utils import EC2_PREFIX_TO_RESOURCE, get_prefix
 from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.instances import InstanceResponse
 
+from . import bus
 from . import edges
 from . import speed
 from . import state as st
@@ -845,6 +846,7 @@ def apply() -> None:
     InstanceResponse._block_device_mapping_handler = block_device_mapping_handler
     edges.apply()
     tiers.apply()
+    bus.apply()
     speed.apply()
 
 

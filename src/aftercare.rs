@@ -18,6 +18,7 @@ use tracing::{info, warn};
 use crate::aws::{AwsError, Cloud, SnapshotFacts, SnapshotQuery, SnapshotState, StorageTier};
 use crate::config::{Config, Retention};
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId};
+use crate::report::Notice;
 use crate::tags::{self, RescueState, SnapshotLabel};
 
 /// A set a restore is using carries this tag until the time it says (`lifeboat restore` writes
@@ -201,6 +202,7 @@ pub struct AftercareReport {
 /// One set retention changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct SetChange {
+    pub change: Change,
     pub group: String,
     pub instance_id: String,
     pub taken_at: String,
@@ -282,11 +284,15 @@ pub async fn run<C: Cloud>(
         }
         info!(asg = %set.group, instance_id = %set.instance_id, change = ?change.change, snapshots = done.len(), "retention");
         let entry = SetChange {
+            change: change.change,
             group: set.group.to_string(),
             instance_id: set.instance_id.to_string(),
             taken_at: tags::timestamp(set.taken_at),
             snapshots: done,
         };
+        if let Err(err) = cloud.announce(&Notice::of_expiry(&entry)).await {
+            warn!(error = %err, "could not publish the set's expiry event");
+        }
         match change.change {
             Change::Archive => report.archived.push(entry),
             Change::Delete => report.deleted.push(entry),

@@ -100,6 +100,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "The function's reserved concurrency (1-1000): each execution environment paces its calls to its part of the share.",
     },
     EnvVar {
+        name: "LIFEBOAT_EVENT_BUS",
+        default: "default",
+        meaning: "The EventBridge bus (name or ARN) lifeboat publishes its rescue events to (source `lifeboat`); empty publishes none.",
+    },
+    EnvVar {
         name: "LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS",
         default: "0",
         meaning: "Move a released set older than this many days to the EBS snapshot archive tier (0-36500; 0: never).",
@@ -243,6 +248,8 @@ pub struct Config {
     pub budget: BudgetShare,
     /// Snapshots one aftercare run changes at most.
     pub retention_max_changes: usize,
+    /// Where lifeboat's events go; `None`: nowhere.
+    pub event_bus: Option<String>,
 }
 
 impl Config {
@@ -320,6 +327,8 @@ impl Config {
             },
             retention_max_changes: read("LIFEBOAT_RETENTION_MAX_CHANGES").integer(1, 10_000)?
                 as usize,
+            event_bus: Some(read("LIFEBOAT_EVENT_BUS").text(0, 1600)?)
+                .filter(|bus| !bus.trim().is_empty()),
         })
     }
 

@@ -527,6 +527,16 @@ mod tests {
                 assert_eq!(r, Ok(Incoming::Sweep))
             }),
             ("aftercare.json", |r| assert_eq!(r, Ok(Incoming::Aftercare))),
+            // Lifeboat's own events, routed back to it by mistake, are not work.
+            ("lifeboat-rescue-released.json", |r| {
+                assert!(matches!(r, Ok(Incoming::Unrelated(_))))
+            }),
+            ("lifeboat-rescue-failed-safe.json", |r| {
+                assert!(matches!(r, Ok(Incoming::Unrelated(_))))
+            }),
+            ("lifeboat-set-expired.json", |r| {
+                assert!(matches!(r, Ok(Incoming::Unrelated(_))))
+            }),
             ("malformed-missing-instance-id.json", |r| {
                 assert_eq!(r.unwrap_err().field, "detail.EC2InstanceId")
             }),

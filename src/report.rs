@@ -119,3 +119,37 @@ impl Report {
         self.rescues.iter().filter(|r| r.outcome == outcome).count()
     }
 }
+
+/// One of lifeboat's own events for the account's EventBridge bus (source `lifeboat`): a rescue
+/// started, released, failed safe, ended without lifeboat; a released set expired. Its detail
+/// carries the group, instance, volumes, snapshots and reason, for a rule to route to SNS, chat
+/// or a ticket (samples in `events/lifeboat-*.json`).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Notice {
+    pub detail_type: &'static str,
+    pub detail: serde_json::Value,
+}
+
+impl Notice {
+    pub const STARTED: &'static str = "Lifeboat Rescue Started";
+    pub const RELEASED: &'static str = "Lifeboat Rescue Released";
+    pub const FAILED_SAFE: &'static str = "Lifeboat Rescue Failed Safe";
+    pub const ENDED: &'static str = "Lifeboat Rescue Ended";
+    pub const EXPIRED: &'static str = "Lifeboat Set Expired";
+
+    /// A rescue's event: its report is the detail.
+    pub fn of_rescue(detail_type: &'static str, report: &RescueReport) -> Self {
+        Self {
+            detail_type,
+            detail: serde_json::to_value(report).unwrap_or_default(),
+        }
+    }
+
+    /// A released set archived or deleted by retention.
+    pub fn of_expiry(change: &crate::aftercare::SetChange) -> Self {
+        Self {
+            detail_type: Self::EXPIRED,
+            detail: serde_json::to_value(change).unwrap_or_default(),
+        }
+    }
+}

@@ -111,6 +111,11 @@ impl Metrics {
         self.emit(group, "OverridesRejected", 1.0, "Count");
     }
 
+    /// A rescue event could not be published (the rescue itself is not affected).
+    pub fn event_not_published(&self, group: &GroupName) {
+        self.emit(group, "EventsNotPublished", 1.0, "Count");
+    }
+
     /// The lines emitted so far, when the sink is `Memory`.
     pub fn lines(&self) -> Vec<String> {
         match &self.sink {

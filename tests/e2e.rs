@@ -77,6 +77,25 @@ async fn the_story_ends_with_every_volume_snapshotted_before_the_instance_goes()
             "{device}"
         );
     }
+    // AND the account's bus heard the rescue start and end, with its instance, group, volumes
+    // and snapshots
+    let told = w.ledger().events_published();
+    let kinds: Vec<&str> = told.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["Lifeboat Rescue Started", "Lifeboat Rescue Released"]
+    );
+    let released = &told[1].1;
+    assert_eq!(released["instance_id"], original.as_str());
+    assert_eq!(released["group"], "api-db");
+    assert_eq!(released["volumes"].as_array().unwrap().len(), volumes.len());
+    assert!(released["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|v| v["snapshot_id"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("snap-"))));
     w.assert_no_data_lost();
 }
 
@@ -251,6 +270,16 @@ async fn a_volume_that_never_snapshots_fails_safe_and_is_kept() {
         .tags()
         .iter()
         .any(|t| t.key() == Some("lifeboat:kept-by") && t.value() == Some(instances[0].as_str())));
+    // AND the bus heard the fail-safe, with its reason and the kept volume
+    let told = w.ledger().events_published();
+    let (kind, detail) = told.last().unwrap();
+    assert_eq!(kind, "Lifeboat Rescue Failed Safe");
+    assert!(detail["reason"].as_str().is_some_and(|r| !r.is_empty()));
+    assert!(detail["kept_volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|k| k["volume_id"] == mongo.as_str()));
     w.assert_no_data_lost();
 }
 

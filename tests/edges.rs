@@ -721,6 +721,24 @@ async fn retention_archives_and_deletes_only_old_released_sets_and_keeps_the_new
     let deleted = ledger.entries("snapshot-deleted");
     assert_eq!(deleted.len(), before[0].len());
     assert!(deleted.iter().all(|e| e["lifeboat_state"] == "released"));
+    let expired: Vec<(String, String)> = ledger
+        .events_published()
+        .into_iter()
+        .filter(|(kind, _)| kind == "Lifeboat Set Expired")
+        .map(|(_, d)| {
+            (
+                d["change"].as_str().unwrap_or_default().to_owned(),
+                d["instance_id"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        expired,
+        [
+            ("delete".to_owned(), instances[0].clone()),
+            ("archive".to_owned(), instances[3].clone())
+        ]
+    );
     // AND once EC2 has archived it (up to 72 hours), the next runs leave everything as it is
     w.advance(3 * DAY + 3600);
     let archived = w

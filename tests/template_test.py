@@ -29,7 +29,7 @@ import cfn
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 
 # Adapters and the AWS service their client talks to.
-ADAPTERS = {"src/aws/ec2.rs": "ec2", "src/aws/autoscaling.rs": "autoscaling"}
+ADAPTERS = {"src/aws/ec2.rs": "ec2", "src/aws/autoscaling.rs": "autoscaling", "src/aws/events.rs": "events"}
 
 # Permissions no code of ours calls: AWS services use them on the role's behalf, with a reason.
 SERVICE_MEDIATED = {
@@ -182,7 +182,7 @@ class TemplateMatchesTheConfiguration(unittest.TestCase):
         env = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
         parameters = template["Parameters"]
         variables = config_variables()
-        self.assertEqual(len(variables), 20)
+        self.assertEqual(len(variables), 21)
         self.assertEqual(set(env), {name for name, _ in variables}, "environment and src/config.rs differ")
         for name, default in variables:
             reference = env[name]

@@ -13,6 +13,7 @@ use aws_smithy_async::rt::sleep::{SharedAsyncSleep, TokioSleep};
 use super::autoscaling::AutoScalingAdapter;
 use super::budget::{Budget, BudgetShare};
 use super::ec2::Ec2Adapter;
+use super::events::EventsAdapter;
 
 /// Attempts per call. In a storm EC2 answers `RequestLimitExceeded` to many calls (and Auto
 /// Scaling `Throttling`); both are throttling errors to the SDK, retried with exponential
@@ -64,10 +65,12 @@ pub fn tuned(loader: aws_config::ConfigLoader) -> aws_config::ConfigLoader {
         )
 }
 
-/// Both adapters over clients built from one configuration.
+/// The adapters over clients built from one configuration.
 pub struct AwsCloud {
     pub ec2: Ec2Adapter,
     pub autoscaling: AutoScalingAdapter,
+    /// Publishes nothing until `announcing_to` names a bus.
+    pub events: Option<EventsAdapter>,
     budget: Arc<Budget>,
 }
 
@@ -96,6 +99,7 @@ impl AwsCloud {
                 aws_sdk_autoscaling::Client::new(config),
                 budget.clone(),
             ),
+            events: None,
             budget,
         }
     }
@@ -107,13 +111,25 @@ impl AwsCloud {
         Self {
             ec2: Ec2Adapter::new(ec2),
             autoscaling: AutoScalingAdapter::new(autoscaling),
+            events: None,
             budget: Arc::new(Budget::unlimited()),
         }
     }
 
-    /// Reads the standard environment and builds both clients, paced to `share`.
-    pub async fn from_env(share: BudgetShare) -> Self {
-        Self::budgeted(&sdk_config().await, share)
+    /// Publishes lifeboat's events onto `bus` (a name or ARN; `None`: publishes nothing).
+    pub fn announcing_to(mut self, config: &aws_config::SdkConfig, bus: Option<String>) -> Self {
+        self.events = Some(EventsAdapter::new(
+            aws_sdk_eventbridge::Client::new(config),
+            bus,
+        ));
+        self
+    }
+
+    /// Reads the standard environment and builds the clients, paced to `share`, publishing
+    /// lifeboat's events onto `bus`.
+    pub async fn from_env(share: BudgetShare, bus: Option<String>) -> Self {
+        let config = sdk_config().await;
+        Self::budgeted(&config, share).announcing_to(&config, bus)
     }
 }
 
@@ -189,6 +205,16 @@ impl super::SnapshotCare for AwsCloud {
 
     async fn delete(&self, snapshot: &crate::ids::SnapshotId) -> Result<(), super::AwsError> {
         self.ec2.delete(snapshot).await
+    }
+}
+
+impl super::Announcer for AwsCloud {
+    async fn announce(&self, notice: &crate::report::Notice) -> Result<(), super::AwsError> {
+        match &self.events {
+            // EventBridge's PutEvents quota is thousands a second per Region: no pacing.
+            Some(events) => events.announce(notice).await,
+            None => Ok(()),
+        }
     }
 }
 

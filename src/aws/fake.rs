@@ -12,9 +12,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::{
-    ActionResult, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts, InstanceState,
-    Inventory, Lifecycle, Pressure, SnapshotCare, SnapshotFacts, SnapshotQuery, SnapshotRequest,
-    SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts, WaitingInstance,
+    ActionResult, Announcer, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts,
+    InstanceState, Inventory, Lifecycle, Pressure, SnapshotCare, SnapshotFacts, SnapshotQuery,
+    SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts,
+    WaitingInstance,
 };
 use crate::clock::{Clock, FakeClock};
 use crate::ids::{ActionRef, GroupName, HookName, InstanceId, ResourceId, SnapshotId, VolumeId};
@@ -108,6 +109,7 @@ struct World {
     /// Snapshots whose archival is under way.
     archiving: BTreeSet<SnapshotId>,
     deleted_snapshots: Vec<SnapshotId>,
+    notices: Vec<crate::report::Notice>,
 }
 
 /// The fake AWS; share it with `Arc` and keep a handle on its clock.
@@ -309,6 +311,11 @@ impl FakeCloud {
                 s.facts.tier = crate::aws::StorageTier::Archive;
             }
         }
+    }
+
+    /// The events lifeboat published, in order: their detail types.
+    pub fn notices(&self) -> Vec<&'static str> {
+        self.world().notices.iter().map(|n| n.detail_type).collect()
     }
 
     /// The snapshots deleted so far.
@@ -738,6 +745,14 @@ impl Tagging for FakeCloud {
                 target.extend(tags.clone());
             }
         }
+        Ok(())
+    }
+}
+
+impl Announcer for FakeCloud {
+    async fn announce(&self, notice: &crate::report::Notice) -> Result<(), AwsError> {
+        let mut world = self.call("PutEvents")?;
+        world.notices.push(notice.clone());
         Ok(())
     }
 }

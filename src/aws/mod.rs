@@ -7,6 +7,7 @@ pub mod budget;
 pub mod client;
 pub mod ec2;
 mod error;
+pub mod events;
 #[cfg(test)]
 pub mod fake;
 #[cfg(test)]
@@ -168,6 +169,15 @@ pub trait SnapshotCare: Send + Sync {
     fn archive(&self, snapshot: &SnapshotId) -> impl Future<Output = Result<(), AwsError>> + Send;
     /// `DeleteSnapshot`.
     fn delete(&self, snapshot: &SnapshotId) -> impl Future<Output = Result<(), AwsError>> + Send;
+}
+
+/// Lifeboat's own events onto the account's EventBridge bus (`PutEvents`). A failure to
+/// publish never changes a rescue.
+pub trait Announcer: Send + Sync {
+    fn announce(
+        &self,
+        notice: &crate::report::Notice,
+    ) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
 /// Which snapshots to look up. Every query is one paginated `DescribeSnapshots` of the
@@ -333,6 +343,12 @@ pub trait Pressure: Send + Sync {
 }
 
 /// Everything a rescue needs from AWS.
-pub trait Cloud: Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure {}
+pub trait Cloud:
+    Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure + Announcer
+{
+}
 
-impl<T: Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure> Cloud for T {}
+impl<T: Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure + Announcer> Cloud
+    for T
+{
+}

@@ -205,7 +205,7 @@ async fn the_multi_volume_completion_event_releases_the_rescue() {
     assert_eq!(report.rescues[0].outcome, Outcome::Released);
     // Released in four calls: the event's snapshots (they save every volume: no second
     // look-up), the attached volumes, the kept-first volumes given back, CompleteLifecycleAction;
-    // then the record.
+    // then the record, and the released event on the bus.
     let calls = lb.cloud.calls()[before..].to_vec();
     assert_eq!(
         calls,
@@ -214,7 +214,8 @@ async fn the_multi_volume_completion_event_releases_the_rescue() {
             "DescribeVolumes",
             "ModifyInstanceAttribute",
             "CompleteLifecycleAction",
-            "CreateTags"
+            "CreateTags",
+            "PutEvents"
         ]
     );
     assert_eq!(

@@ -14,7 +14,7 @@ use super::{RescueError, Rescuer, ATTACHMENTS_FRESH_FOR};
 use crate::aws::{ActionResult, AwsError, AwsErrorKind, Cloud, Tags, VolumeFacts};
 use crate::clock::Clock;
 use crate::ids::{InstanceId, ResourceId, VolumeId};
-use crate::report::{KeptVolume, Outcome, RescueReport};
+use crate::report::{KeptVolume, Notice, Outcome, RescueReport};
 use crate::tags::{self, KeptReason, RescueState};
 
 /// Pauses before tagging a snapshot again when EC2 does not see it yet (its API is eventually
@@ -85,6 +85,7 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         );
         let mut report = rescue.report(Outcome::Released, None);
         report.seconds_to_release = Some(seconds);
+        self.announce(Notice::RELEASED, &report).await;
         Ok(Some(report))
     }
 
@@ -141,7 +142,9 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             kept_volumes = ?kept,
             "FAILED SAFE: completed with ABANDON; volumes without a completed snapshot were kept with DeleteOnTermination=false and tagged lifeboat:kept-by"
         );
-        Ok(rescue.report(Outcome::FailedSafe, Some(why)))
+        let report = rescue.report(Outcome::FailedSafe, Some(why));
+        self.announce(Notice::FAILED_SAFE, &report).await;
+        Ok(report)
     }
 
     /// The action is over without lifeboat: record it, and say loudly if data was at risk. The
@@ -168,6 +171,9 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             // (often this rescue itself, in an invocation stopped before it could record it).
             warn!("the lifecycle action was already over; every volume has a completed snapshot");
             self.finish(rescue, RescueState::Released).await;
+            let report = rescue.report(Outcome::Ended, Some(reason.clone()));
+            self.announce(Notice::RELEASED, &report).await;
+            return Ok(report);
         } else {
             error!(
                 unsaved_volumes = ?unsaved.iter().map(VolumeId::as_str).collect::<Vec<_>>(),
@@ -186,7 +192,9 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             self.finish(rescue, RescueState::Ended).await;
             self.metrics.rescue_ended(&rescue.action.group);
         }
-        Ok(rescue.report(Outcome::Ended, Some(reason)))
+        let report = rescue.report(Outcome::Ended, Some(reason));
+        self.announce(Notice::ENDED, &report).await;
+        Ok(report)
     }
 
     /// A finished rescue whose record is partly `pending` (a set created by a duplicate

@@ -31,7 +31,7 @@ use crate::aws::{AwsError, AwsErrorKind, Cloud, InstanceFacts, SnapshotState, Vo
 use crate::clock::Clock;
 use crate::config::{Config, OverrideError, RescueSettings};
 use crate::ids::{ActionRef, ActionToken, InstanceId, VolumeId};
-use crate::report::{Outcome, RescueReport};
+use crate::report::{Notice, Outcome, RescueReport};
 use crate::tags::{self, InstanceRecord, KeptReason};
 use crate::telemetry::Metrics;
 
@@ -295,6 +295,8 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
         }
         if first_time {
             self.metrics.rescue_started(&rescue.action.group);
+            self.announce(Notice::STARTED, &rescue.report(Outcome::Waiting, None))
+                .await;
         }
         info!(
             volumes = ?rescue.volumes.keys().map(VolumeId::as_str).collect::<Vec<_>>(),
@@ -302,6 +304,18 @@ impl<C: Cloud, K: Clock> Rescuer<'_, C, K> {
             "rescue started: every volume kept first; one crash-consistent snapshot set next"
         );
         self.drive(rescue, hook, inline_until).await
+    }
+
+    /// Publishes one of the rescue's events; a failure is logged and counted, never more.
+    pub(super) async fn announce(&self, detail_type: &'static str, report: &RescueReport) {
+        if let Err(err) = self
+            .cloud
+            .announce(&Notice::of_rescue(detail_type, report))
+            .await
+        {
+            warn!(error = %err, detail_type, "could not publish the rescue's event; the rescue is not affected");
+            self.metrics.event_not_published(&report.group);
+        }
     }
 
     /// Keep-first met the instance gone, or a volume EC2 no longer knows: the instance may have

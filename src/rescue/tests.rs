@@ -858,6 +858,10 @@ async fn the_hook_ending_before_the_first_snapshot_completes_loses_nothing() {
     // AND the next sweep records the rescue as ended, each volume saying why it is kept
     w.clock.advance(Duration::from_secs(300));
     assert_eq!(w.resume(&instance).await[0].outcome, Outcome::Ended);
+    assert_eq!(
+        w.cloud.notices().last(),
+        Some(&crate::report::Notice::ENDED)
+    );
     for v in &volumes {
         assert_eq!(
             KeptReason::of(&w.cloud.volume(v).unwrap().tags, &instance),
@@ -906,5 +910,59 @@ async fn a_throttled_keep_first_holds_the_instance_and_is_tried_again() {
     let report = w.deliver(&instance, 120).await.unwrap();
     assert_eq!(report.outcome, Outcome::Released);
     assert_eq!(w.snapshots_per_volume(&volumes), [1]);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn each_rescue_tells_the_bus_it_started_and_how_it_ended() {
+    let w = world();
+    let (instance, _) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    assert_eq!(
+        w.deliver(&instance, 120).await.unwrap().outcome,
+        Outcome::Released
+    );
+    assert_eq!(
+        w.cloud.notices(),
+        [
+            crate::report::Notice::STARTED,
+            crate::report::Notice::RELEASED
+        ]
+    );
+    // A fail-safe says so too.
+    let w = world();
+    let (instance, _) = w.cloud.add_waiting_instance(GROUP, &["/dev/xvda"]);
+    w.cloud
+        .fail_next("CreateSnapshots", AwsErrorKind::QuotaExceeded, 1);
+    assert_eq!(
+        w.deliver(&instance, 120).await.unwrap().outcome,
+        Outcome::FailedSafe
+    );
+    assert_eq!(
+        w.cloud.notices(),
+        [
+            crate::report::Notice::STARTED,
+            crate::report::Notice::FAILED_SAFE
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_bus_that_refuses_the_events_changes_nothing_in_the_rescue() {
+    let w = world();
+    let (instance, volumes) = w
+        .cloud
+        .add_waiting_instance(GROUP, &["/dev/xvda", "/dev/sdf"]);
+    w.cloud
+        .fail_next("PutEvents", AwsErrorKind::Unavailable, 10);
+    let report = w.deliver(&instance, 120).await.unwrap();
+    assert_eq!(report.outcome, Outcome::Released);
+    assert_eq!(w.snapshots_per_volume(&volumes), [1, 1]);
+    assert!(w
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("EventsNotPublished")));
     w.assert_no_data_lost();
 }

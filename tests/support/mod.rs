@@ -205,7 +205,8 @@ impl World {
             ec2: aws_sdk_ec2::Client::new(&sdk),
             asg: aws_sdk_autoscaling::Client::new(&sdk),
             lifeboat: Lifeboat {
-                cloud: AwsCloud::budgeted(&sdk, config.budget),
+                cloud: AwsCloud::budgeted(&sdk, config.budget)
+                    .announcing_to(&sdk, config.event_bus.clone()),
                 clock,
                 config,
                 metrics: Metrics::new("Lifeboat", MetricSink::Memory(Mutex::new(Vec::new()))),
@@ -531,6 +532,19 @@ impl Ledger {
             .as_array()
             .map(|e| e.iter().filter(|e| e["kind"] == kind).collect())
             .unwrap_or_default()
+    }
+
+    /// The rescue events lifeboat published: (detail type, detail).
+    pub fn events_published(&self) -> Vec<(String, Value)> {
+        self.entries("event-published")
+            .into_iter()
+            .map(|e| {
+                (
+                    e["detail_type"].as_str().unwrap_or_default().to_owned(),
+                    e["detail"].clone(),
+                )
+            })
+            .collect()
     }
 
     pub fn volumes_deleted_unsaved(&self) -> Vec<String> {
