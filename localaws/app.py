@@ -8,6 +8,8 @@ would (`throttle`), and injects the configured faults before moto sees the reque
   POST /_localaws/snapshots               {"pending_seconds": 2, "volumes": {"vol-…": {"fates":
                                            ["error", "completed"], "pending_seconds": 5}}}
                                            fates: completed | error | never
+  POST /_localaws/copies                  {"pending_seconds": 900, "fail": ["snap-…"]}: how long a
+                                           cross-Region copy stays pending; sources whose copies fail
   POST /_localaws/faults                  {"seed": 7, "rules": [{"service": "ec2"|"autoscaling"|"*",
                                            "operation": "CreateSnapshots"|"*", "kind": "throttle"|"5xx"|"lost",
                                            "count": 3} | {... "ratio": 0.2}]}
@@ -242,6 +244,12 @@ class LocalAws:
                     s.volume_fates[volume] = fates
                 if "pending_seconds" in conf:
                     s.volume_pending[volume] = float(conf["pending_seconds"])
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/copies" and method == "POST":
+            if "pending_seconds" in args:
+                s.copy_pending_seconds = float(args["pending_seconds"])
+            if "fail" in args:
+                s.copy_failing = {str(x) for x in args["fail"]}
             return _json(start_response, {"ok": True})
         if path == "/_localaws/faults" and method == "POST":
             if "seed" in args:

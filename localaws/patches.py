@@ -57,6 +57,7 @@ from moto.ec2.responses.elastic_block_store import ElasticBlockStore
 from moto.ec2.responses.instances import InstanceResponse
 
 from . import bus
+from . import copies
 from . import edges
 from . import speed
 from . import state as st
@@ -847,9 +848,11 @@ def apply() -> None:
     edges.apply()
     tiers.apply()
     bus.apply()
+    copies.apply()
     speed.apply()
 
 
 def tick() -> None:
     tick_snapshots()
     tick_lifecycle()
+    copies.tick()

@@ -121,6 +121,9 @@ class State:
     actions: dict[str, Action] = field(default_factory=dict)  # token -> action
     snapshot_plans: dict[str, SnapshotPlan] = field(default_factory=dict)  # snapshot id -> plan
     tiering: dict[str, dict] = field(default_factory=dict)  # snapshot id -> archival or restore (tiers)
+    copies: dict[str, dict] = field(default_factory=dict)  # copy's snapshot id -> its copy (copies)
+    copy_pending_seconds: float = 900.0
+    copy_failing: set = field(default_factory=set)  # source snapshot ids whose copies fail
     multi_requests: dict[str, dict] = field(default_factory=dict)  # request id -> {instance, snapshots}
     pending_seconds: float = 0.0
     volume_fates: dict[str, list[str]] = field(default_factory=dict)  # volume id -> fates, in order

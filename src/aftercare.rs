@@ -7,7 +7,10 @@
 //! does a bounded amount of work: its reads — one paged `DescribeSnapshots` of the released
 //! snapshots, one paged `DescribeSnapshotTierStatus` of the moves under way, one
 //! `DescribeLifecycleHooks` per group with a set old enough — and one call per snapshot it
-//! changes, at most `LIFEBOAT_RETENTION_MAX_CHANGES` a run.
+//! changes, at most `LIFEBOAT_RETENTION_MAX_CHANGES` a run. Then the copies to another Region
+//! (`copy`), when one is configured.
+
+pub mod copy;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +23,7 @@ use crate::config::{Config, Retention};
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId};
 use crate::report::Notice;
 use crate::tags::{self, RescueState, SnapshotLabel};
+use crate::telemetry::Metrics;
 
 /// A set a restore is using carries this tag until the time it says (`lifeboat restore` writes
 /// it); retention leaves the set alone until then.
@@ -69,7 +73,7 @@ impl ReleasedSet {
     }
 
     /// A restore uses the set: it says so in a tag, or a snapshot is restored from the archive
-    /// for a while, or its move between tiers is under way.
+    /// for a while, or its move between tiers or its copy to another Region is under way.
     pub fn in_use(&self, now: DateTime<Utc>, moving: &BTreeSet<SnapshotId>) -> bool {
         self.snapshots.iter().any(|s| {
             let tagged = s
@@ -77,7 +81,11 @@ impl ReleasedSet {
                 .get(IN_USE_UNTIL)
                 .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                 .is_some_and(|until| until > now);
-            tagged || s.restore_expiry.is_some_and(|until| until > now) || moving.contains(&s.id)
+            let copying = s.tags.get(tags::COPY_STATE).map(String::as_str) == Some(copy::PENDING);
+            tagged
+                || copying
+                || s.restore_expiry.is_some_and(|until| until > now)
+                || moving.contains(&s.id)
         })
     }
 
@@ -195,6 +203,11 @@ pub struct AftercareReport {
     pub deleted: Vec<SetChange>,
     /// Sets due but left to the next run (the bound on one run's work).
     pub deferred: usize,
+    /// Copies to the other Region this run started, and the sets whose copy it found complete.
+    pub copies_started: usize,
+    pub copied: Vec<copy::SetCopied>,
+    /// Copies that failed (or EC2 refused) this run.
+    pub copy_failures: usize,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<String>,
 }
@@ -213,6 +226,7 @@ pub struct SetChange {
 pub async fn run<C: Cloud>(
     cloud: &C,
     config: &Config,
+    metrics: &Metrics,
     now: DateTime<Utc>,
 ) -> Result<AftercareReport, AwsError> {
     let sets: Vec<ReleasedSet> = ReleasedSet::from_snapshots(
@@ -230,10 +244,26 @@ pub async fn run<C: Cloud>(
         released_sets: sets.len(),
         ..AftercareReport::default()
     };
+    let changed = retain(cloud, config, &sets, now, &mut report).await?;
+    if let Some(copy) = &config.copy {
+        copy::copy_sets(cloud, config, copy, &sets, &changed, metrics, &mut report).await?;
+    }
+    Ok(report)
+}
+
+/// Retention over the sets; the indices of the sets it changed.
+async fn retain<C: Cloud>(
+    cloud: &C,
+    config: &Config,
+    sets: &[ReleasedSet],
+    now: DateTime<Utc>,
+    report: &mut AftercareReport,
+) -> Result<BTreeSet<usize>, AwsError> {
+    let mut changed = BTreeSet::new();
     // The groups' own settings, read only for groups with more sets than the defaults keep
     // (an override may keep fewer, so any group with a set past one).
     let mut counts: BTreeMap<&GroupName, usize> = BTreeMap::new();
-    for set in &sets {
+    for set in sets {
         *counts.entry(&set.group).or_default() += 1;
     }
     let mut retention_of: BTreeMap<GroupName, Retention> = BTreeMap::new();
@@ -244,27 +274,16 @@ pub async fn run<C: Cloud>(
         retention_of.insert(group.clone(), group_retention(cloud, config, group).await);
     }
     if retention_of.values().all(Retention::is_off) {
-        return Ok(report);
+        return Ok(changed);
     }
     let moving = cloud.tiering_under_way().await?;
-    let planned = plan(
-        &sets,
-        |g| retention_of.get(g).copied().unwrap_or(Retention::OFF),
-        &moving,
-        now,
-        config.retention_max_changes,
-    );
-    let due_total = plan(
-        &sets,
-        |g| retention_of.get(g).copied().unwrap_or(Retention::OFF),
-        &moving,
-        now,
-        usize::MAX,
-    )
-    .len();
+    let retention = |g: &GroupName| retention_of.get(g).copied().unwrap_or(Retention::OFF);
+    let planned = plan(sets, retention, &moving, now, config.retention_max_changes);
+    let due_total = plan(sets, retention, &moving, now, usize::MAX).len();
     report.deferred = due_total - planned.len();
     for change in planned {
         let set = &sets[change.set];
+        changed.insert(change.set);
         let mut done = Vec::new();
         for snapshot in &change.snapshots {
             let result = match change.change {
@@ -298,7 +317,7 @@ pub async fn run<C: Cloud>(
             Change::Delete => report.deleted.push(entry),
         }
     }
-    Ok(report)
+    Ok(changed)
 }
 
 /// A group's retention: the defaults with the overrides of its hook's metadata. A group whose

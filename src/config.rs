@@ -105,6 +105,16 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "The EventBridge bus (name or ARN) lifeboat publishes its rescue events to (source `lifeboat`); empty publishes none.",
     },
     EnvVar {
+        name: "LIFEBOAT_COPY_REGION",
+        default: "",
+        meaning: "Copy each released set to this Region (for example us-west-2); empty copies nothing. The copy never holds the instance.",
+    },
+    EnvVar {
+        name: "LIFEBOAT_COPY_KMS_KEY",
+        default: "",
+        meaning: "The KMS key (ARN) in the copy Region that encrypts copies of encrypted snapshots; empty uses that Region's default EBS key.",
+    },
+    EnvVar {
         name: "LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS",
         default: "0",
         meaning: "Move a released set older than this many days to the EBS snapshot archive tier (0-36500; 0: never).",
@@ -250,6 +260,15 @@ pub struct Config {
     pub retention_max_changes: usize,
     /// Where lifeboat's events go; `None`: nowhere.
     pub event_bus: Option<String>,
+    /// The Region released sets are copied to, and the key there for encrypted ones.
+    pub copy: Option<CopySettings>,
+}
+
+/// Where released sets are copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopySettings {
+    pub region: String,
+    pub kms_key: Option<String>,
 }
 
 impl Config {
@@ -329,6 +348,7 @@ impl Config {
                 as usize,
             event_bus: Some(read("LIFEBOAT_EVENT_BUS").text(0, 1600)?)
                 .filter(|bus| !bus.trim().is_empty()),
+            copy: copy_settings(read("LIFEBOAT_COPY_REGION"), read("LIFEBOAT_COPY_KMS_KEY"))?,
         })
     }
 
@@ -423,6 +443,40 @@ impl Var {
             .map(|item| parse(item).map_err(|err| self.error(err.to_string())))
             .collect()
     }
+}
+
+/// A Region name (`us-west-2`, `ap-southeast-1`, `us-gov-west-1`) and, if any, a key ARN.
+fn copy_settings(region: Var, key: Var) -> Result<Option<CopySettings>, ConfigError> {
+    let name = region.value.trim();
+    if name.is_empty() {
+        if !key.value.trim().is_empty() {
+            return Err(key.error("set LIFEBOAT_COPY_REGION too, or leave this empty"));
+        }
+        return Ok(None);
+    }
+    let parts: Vec<&str> = name.split('-').collect();
+    let well_formed = parts.len() >= 3
+        && parts.iter().all(|p| {
+            !p.is_empty()
+                && p.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+        && parts
+            .last()
+            .is_some_and(|p| p.chars().all(|c| c.is_ascii_digit()));
+    if !well_formed {
+        return Err(region.error("expected a Region name such as us-west-2"));
+    }
+    let kms_key = Some(key.value.trim().to_owned()).filter(|k| !k.is_empty());
+    if let Some(k) = &kms_key {
+        if !k.starts_with("arn:") || !k.contains(&format!(":kms:{name}:")) {
+            return Err(key.error(format!("expected the ARN of a KMS key in {name}")));
+        }
+    }
+    Ok(Some(CopySettings {
+        region: name.to_owned(),
+        kms_key,
+    }))
 }
 
 fn check_skip_tag(value: &str) -> Result<Option<String>, String> {
@@ -624,6 +678,11 @@ mod tests {
             ("LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS", "-1"),
             ("LIFEBOAT_RETENTION_KEEP_LAST", "0"),
             ("LIFEBOAT_RETENTION_MAX_CHANGES", "0"),
+            ("LIFEBOAT_COPY_REGION", "Oregon"),
+            (
+                "LIFEBOAT_COPY_KMS_KEY",
+                "arn:aws:kms:us-west-2:123456789012:key/x",
+            ),
         ];
         for (name, value) in cases {
             let err = config(&[(name, value)]).unwrap_err();

@@ -150,7 +150,7 @@ impl<C: Cloud, K: Clock> Lifeboat<C, K> {
             }
             Incoming::Aftercare => {
                 let now = self.clock.now();
-                let done = crate::aftercare::run(&self.cloud, &self.config, now)
+                let done = crate::aftercare::run(&self.cloud, &self.config, &self.metrics, now)
                     .await
                     .map_err(|source| LifeboatError::Lookup {
                         what: "aftercare",

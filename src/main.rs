@@ -18,7 +18,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     // A bad environment stops the function here, naming the variable.
     let config = Config::from_env()?;
     let lifeboat = Lifeboat {
-        cloud: AwsCloud::from_env(config.budget, config.event_bus.clone()).await,
+        cloud: AwsCloud::from_env(config.budget, config.event_bus.clone(), config.copy.clone())
+            .await,
         clock: SystemClock,
         metrics: Metrics::new(config.metrics_namespace.clone(), MetricSink::Stdout),
         config,

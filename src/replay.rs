@@ -44,7 +44,8 @@ pub async fn replay(path: &Path, budget: Duration) -> Result<Report, ReplayError
     })?;
     let config = Config::from_env()?;
     let lifeboat = Lifeboat {
-        cloud: AwsCloud::from_env(config.budget, config.event_bus.clone()).await,
+        cloud: AwsCloud::from_env(config.budget, config.event_bus.clone(), config.copy.clone())
+            .await,
         clock: SystemClock,
         metrics: Metrics::new(config.metrics_namespace.clone(), MetricSink::Stderr),
         config,

@@ -121,7 +121,7 @@ impl Report {
 }
 
 /// One of lifeboat's own events for the account's EventBridge bus (source `lifeboat`): a rescue
-/// started, released, failed safe, ended without lifeboat; a released set expired. Its detail
+/// started, released, failed safe, ended without lifeboat; a released set copied or expired. Its detail
 /// carries the group, instance, volumes, snapshots and reason, for a rule to route to SNS, chat
 /// or a ticket (samples in `events/lifeboat-*.json`).
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -136,12 +136,21 @@ impl Notice {
     pub const FAILED_SAFE: &'static str = "Lifeboat Rescue Failed Safe";
     pub const ENDED: &'static str = "Lifeboat Rescue Ended";
     pub const EXPIRED: &'static str = "Lifeboat Set Expired";
+    pub const COPIED: &'static str = "Lifeboat Set Copied";
 
     /// A rescue's event: its report is the detail.
     pub fn of_rescue(detail_type: &'static str, report: &RescueReport) -> Self {
         Self {
             detail_type,
             detail: serde_json::to_value(report).unwrap_or_default(),
+        }
+    }
+
+    /// A released set whose copy in the other Region is complete.
+    pub fn of_copy(copied: &crate::aftercare::copy::SetCopied) -> Self {
+        Self {
+            detail_type: Self::COPIED,
+            detail: serde_json::to_value(copied).unwrap_or_default(),
         }
     }
 

@@ -40,6 +40,15 @@ pub const PROTECTED: &str = "lifeboat:protected";
 /// count it (the rescue still saves it; the skip tag is what leaves a volume out of a rescue).
 pub const STATELESS: &str = "lifeboat:stateless";
 
+/// A released snapshot's copy in another Region: `<region>/<snapshot id>`, how it stands
+/// (`pending`, `completed`, `failed`) and how many copies were started.
+pub const COPY: &str = "lifeboat:copy";
+pub const COPY_STATE: &str = "lifeboat:copy-state";
+pub const COPY_ATTEMPTS: &str = "lifeboat:copy-attempts";
+/// On a copy: the snapshot it copies, and that snapshot's Region.
+pub const COPY_OF: &str = "lifeboat:copy-of";
+pub const COPY_SOURCE_REGION: &str = "lifeboat:copy-source-region";
+
 /// On a volume lifeboat kept (`DeleteOnTermination=false`): the instance it was kept from.
 pub const KEPT_BY: &str = "lifeboat:kept-by";
 /// Why it was kept: a [`KeptReason`].

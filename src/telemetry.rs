@@ -111,6 +111,11 @@ impl Metrics {
         self.emit(group, "OverridesRejected", 1.0, "Count");
     }
 
+    /// A copy of a released snapshot to the other Region failed or was refused.
+    pub fn copy_failed(&self, group: &GroupName) {
+        self.emit(group, "CopiesFailed", 1.0, "Count");
+    }
+
     /// A rescue event could not be published (the rescue itself is not affected).
     pub fn event_not_published(&self, group: &GroupName) {
         self.emit(group, "EventsNotPublished", 1.0, "Count");

@@ -759,3 +759,207 @@ async fn retention_archives_and_deletes_only_old_released_sets_and_keeps_the_new
     );
     w.assert_no_data_lost();
 }
+
+fn aftercare_event() -> serde_json::Value {
+    serde_json::from_str(
+        &std::fs::read_to_string(support::repo_path("events/aftercare.json")).unwrap(),
+    )
+    .unwrap()
+}
+
+async fn tags_of_snapshot(w: &World, id: &str) -> Vec<(String, String)> {
+    let reply = w
+        .ec2
+        .describe_snapshots()
+        .snapshot_ids(id)
+        .send()
+        .await
+        .unwrap();
+    reply.snapshots()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_retried_and_alarmed()
+{
+    // GIVEN copies to us-west-2, and two released sets; the copy of one snapshot will fail
+    let w = World::new(&[("LIFEBOAT_COPY_REGION", "us-west-2")]).await;
+    let instances = w.group("api-db", 2, &DEVICES, 900).await;
+    w.snapshots_take(0.5, &[]);
+    assert_eq!(rescue(&w, &instances[0]).await, Outcome::Released);
+    assert_eq!(rescue(&w, &instances[1]).await, Outcome::Released);
+    let first = snapshot_ids_of(&w, &instances[0]).await;
+    let second = snapshot_ids_of(&w, &instances[1]).await;
+    w.aws.control(
+        "copies",
+        Some(json!({"pending_seconds": 600, "fail": [second[0]]})),
+    );
+    // WHEN the aftercare runs: the copies start (the instances were released long before)
+    let started = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(started.copies_started, first.len() + second.len());
+    assert!(started.copied.is_empty(), "a copy takes time");
+    let source = tags_of_snapshot(&w, &first[0]).await;
+    assert_eq!(tag(&source, "lifeboat:copy-state"), Some("pending"));
+    let copy_id = tag(&source, "lifeboat:copy")
+        .unwrap()
+        .strip_prefix("us-west-2/")
+        .unwrap()
+        .to_owned();
+    // AND once EC2 has copied them, the next run records it and says so on the bus
+    w.advance(601);
+    let after = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(after.copied.len(), 1, "{after:?}");
+    assert_eq!(after.copied[0].instance_id, instances[0]);
+    assert_eq!(after.copy_failures, 1);
+    assert_eq!(
+        tag(
+            &tags_of_snapshot(&w, &first[0]).await,
+            "lifeboat:copy-state"
+        ),
+        Some("completed")
+    );
+    assert_eq!(
+        tag(
+            &tags_of_snapshot(&w, &second[0]).await,
+            "lifeboat:copy-state"
+        ),
+        Some("failed")
+    );
+    assert!(w
+        .lifeboat
+        .metrics
+        .lines()
+        .iter()
+        .any(|l| l.contains("CopiesFailed")));
+    let told: Vec<String> = w
+        .ledger()
+        .events_published()
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    assert!(told.iter().any(|k| k == "Lifeboat Set Copied"), "{told:?}");
+    // The copy in us-west-2 carries the set's label, so the operator can list and restore it there.
+    let west = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&w.sdk)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    );
+    let copy = west
+        .describe_snapshots()
+        .snapshot_ids(&copy_id)
+        .send()
+        .await
+        .unwrap();
+    let copy_tags: Vec<(String, String)> = copy.snapshots()[0]
+        .tags()
+        .iter()
+        .map(|t| {
+            (
+                t.key().unwrap_or_default().to_owned(),
+                t.value().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(tag(&copy_tags, "lifeboat:copy-of"), Some(first[0].as_str()));
+    assert_eq!(
+        tag(&copy_tags, "lifeboat:copy-source-region"),
+        Some("us-east-1")
+    );
+    assert_eq!(tag(&copy_tags, "lifeboat:state"), Some("released"));
+    assert_eq!(
+        tag(&copy_tags, "lifeboat:instance-id"),
+        Some(instances[0].as_str())
+    );
+    // AND the failed copy is started again (the source no longer fails), then completes
+    w.aws
+        .control("copies", Some(json!({"pending_seconds": 600, "fail": []})));
+    let again = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(again.copies_started, 1);
+    assert_eq!(
+        tag(
+            &tags_of_snapshot(&w, &second[0]).await,
+            "lifeboat:copy-attempts"
+        ),
+        Some("2")
+    );
+    w.advance(601);
+    let last = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(last.copied.len(), 1);
+    assert_eq!(last.copied[0].instance_id, instances[1]);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn no_more_than_twenty_copies_are_pending_into_one_region() {
+    // GIVEN copies to us-west-2 and a released set of 24 volumes
+    let w = World::new(&[("LIFEBOAT_COPY_REGION", "us-west-2")]).await;
+    let device_names = devices(24);
+    let names: Vec<&str> = device_names.iter().map(String::as_str).collect();
+    let instance = w.group("wide", 1, &names, 900).await.remove(0);
+    w.snapshots_take(0.5, &[]);
+    assert_eq!(rescue(&w, &instance).await, Outcome::Released);
+    // WHEN the aftercare runs: 20 copies start, as many as EC2 lets pend into one Region
+    let first = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(first.copies_started, 20);
+    assert!(first.errors.is_empty(), "{:?}", first.errors);
+    // THEN a run while they pend starts none (EC2 would refuse the 21st)
+    let waiting = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(waiting.copies_started, 0);
+    // AND once they are done, the other four follow, and the set is copied whole
+    w.advance(901);
+    let rest = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(rest.copies_started, 4);
+    w.advance(901);
+    let done = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(done.copied.len(), 1);
+    assert_eq!(done.copied[0].copies.len(), 24);
+    w.assert_no_data_lost();
+}

@@ -38,9 +38,14 @@ SERVICE_MEDIATED = {
     "kms:CreateGrant",
     "kms:Decrypt",
     "kms:DescribeKey",
+    # EBS encrypts a copy in CopyRegion under CopyKmsKeyArn: a new data key, the source's data
+    # re-encrypted; only when CopyKmsKeyArn is given and only through EC2 there.
+    "kms:GenerateDataKeyWithoutPlaintext",
+    "kms:ReEncryptFrom",
+    "kms:ReEncryptTo",
 }
 
-FORBIDDEN = re.compile(r"(Delete(?!Snapshot$)|ModifySnapshotAttribute|ResetSnapshotAttribute|CopySnapshot|EnableSnapshotBlockPublicAccess|DisableSnapshotBlockPublicAccess)")
+FORBIDDEN = re.compile(r"(Delete(?!Snapshot$)|ModifySnapshotAttribute|ResetSnapshotAttribute|EnableSnapshotBlockPublicAccess|DisableSnapshotBlockPublicAccess)")
 
 
 def load_template(text=None):
@@ -154,6 +159,22 @@ class PermissionsMatchTheCode(unittest.TestCase):
         self.assertIn("::snapshot/*", statement["Resource"]["Fn::Sub"])
         self.assertEqual(statement["Condition"], {"StringEquals": {"aws:ResourceTag/lifeboat:state": "released"}})
 
+    def test_only_released_snapshots_are_copied_and_only_into_labelled_copies(self):
+        copying = {
+            s["Sid"]: s
+            for s in statements(load_template())
+            if "ec2:CopySnapshot" in ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])
+        }
+        self.assertEqual(set(copying), {"CopyOnlyReleasedSnapshots", "CreateOnlyLabelledCopies"})
+        self.assertEqual(
+            copying["CopyOnlyReleasedSnapshots"]["Condition"],
+            {"StringEquals": {"aws:ResourceTag/lifeboat:state": "released"}},
+        )
+        self.assertEqual(
+            copying["CreateOnlyLabelledCopies"]["Condition"],
+            {"StringEquals": {"aws:RequestTag/lifeboat:state": "released"}},
+        )
+
     def test_tagging_is_scoped_to_lifeboats_snapshots_and_kept_volumes(self):
         for statement in statements(load_template()):
             actions = statement["Action"]
@@ -182,7 +203,7 @@ class TemplateMatchesTheConfiguration(unittest.TestCase):
         env = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
         parameters = template["Parameters"]
         variables = config_variables()
-        self.assertEqual(len(variables), 21)
+        self.assertEqual(len(variables), 23)
         self.assertEqual(set(env), {name for name, _ in variables}, "environment and src/config.rs differ")
         for name, default in variables:
             reference = env[name]
@@ -271,12 +292,22 @@ class TemplateShape(unittest.TestCase):
 
 KEYS = "arn:aws:kms:us-east-1:123456789012:key/1111aaaa,arn:aws:kms:us-east-1:123456789012:key/2222bbbb"
 GROUP_ARN = "arn:*:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/"
+# A copy in another Region with its own key, retention that deletes (the Recycle Bin rule), and
+# fail-safes by email: every resource and statement the after-the-rescue parameters add.
+AFTER_THE_RESCUE = {
+    "CopyRegion": "us-west-2",
+    "CopyKmsKeyArn": "arn:aws:kms:us-west-2:123456789012:key/3333cccc",
+    "RetentionDeleteAfterDays": "30",
+    "FailSafeEmail": "ops@example.com",
+}
 
 
 def branches_of_the_parameters():
     """Every combination of the parameters whose branches change the policies and resources."""
-    for groups, existing, keys, scope in itertools.product(["", "web,db"], ["", "web"], ["", KEYS], ["tagged", "all"]):
-        yield {"Groups": groups, "ExistingGroupName": existing, "EncryptionKeyArns": keys, "GroupScope": scope}
+    for groups, existing, keys, scope, after in itertools.product(
+        ["", "web,db"], ["", "web"], ["", KEYS], ["tagged", "all"], [{}, AFTER_THE_RESCUE]
+    ):
+        yield {"Groups": groups, "ExistingGroupName": existing, "EncryptionKeyArns": keys, "GroupScope": scope, **after}
 
 
 def function_statements(resources):
@@ -309,7 +340,7 @@ class TheTemplateDeploysOnEveryBranch(unittest.TestCase):
         cls.deployments = {json.dumps(o, sort_keys=True): cfn.deployed(o, cls.transformed) for o in branches_of_the_parameters()}
 
     def test_every_branch_resolves_with_each_function_where_cloudformation_allows_it(self):
-        self.assertEqual(len(self.deployments), 16)
+        self.assertEqual(len(self.deployments), 32)
         for key, (resources, _) in self.deployments.items():
             overrides = json.loads(key)
             environment = resources["Function"]["Properties"]["Environment"]["Variables"]

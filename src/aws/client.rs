@@ -14,6 +14,7 @@ use super::autoscaling::AutoScalingAdapter;
 use super::budget::{Budget, BudgetShare};
 use super::ec2::Ec2Adapter;
 use super::events::EventsAdapter;
+use crate::config::CopySettings;
 
 /// Attempts per call. In a storm EC2 answers `RequestLimitExceeded` to many calls (and Auto
 /// Scaling `Throttling`); both are throttling errors to the SDK, retried with exponential
@@ -71,6 +72,8 @@ pub struct AwsCloud {
     pub autoscaling: AutoScalingAdapter,
     /// Publishes nothing until `announcing_to` names a bus.
     pub events: Option<EventsAdapter>,
+    /// EC2 in the copy Region, this Region's name, and the key there (`copying_to`).
+    pub copies: Option<CopyTarget>,
     budget: Arc<Budget>,
 }
 
@@ -100,6 +103,7 @@ impl AwsCloud {
                 budget.clone(),
             ),
             events: None,
+            copies: None,
             budget,
         }
     }
@@ -112,6 +116,7 @@ impl AwsCloud {
             ec2: Ec2Adapter::new(ec2),
             autoscaling: AutoScalingAdapter::new(autoscaling),
             events: None,
+            copies: None,
             budget: Arc::new(Budget::unlimited()),
         }
     }
@@ -125,11 +130,95 @@ impl AwsCloud {
         self
     }
 
+    /// Copies released sets to `copy`'s Region with a client for it (on the same budget: EC2's
+    /// buckets are per account and Region, so this only paces, never shares wrongly).
+    pub fn copying_to(
+        mut self,
+        config: &aws_config::SdkConfig,
+        copy: Option<CopySettings>,
+    ) -> Self {
+        self.copies = copy.map(|settings| {
+            let there = aws_sdk_ec2::config::Builder::from(config)
+                .region(aws_config::Region::new(settings.region.clone()))
+                .build();
+            CopyTarget {
+                ec2: Ec2Adapter::with_budget(
+                    aws_sdk_ec2::Client::from_conf(there),
+                    self.budget.clone(),
+                ),
+                source_region: config.region().map(ToString::to_string).unwrap_or_default(),
+                kms_key: settings.kms_key,
+            }
+        });
+        self
+    }
+
     /// Reads the standard environment and builds the clients, paced to `share`, publishing
-    /// lifeboat's events onto `bus`.
-    pub async fn from_env(share: BudgetShare, bus: Option<String>) -> Self {
+    /// lifeboat's events onto `bus` and copying to `copy`'s Region.
+    pub async fn from_env(
+        share: BudgetShare,
+        bus: Option<String>,
+        copy: Option<CopySettings>,
+    ) -> Self {
         let config = sdk_config().await;
-        Self::budgeted(&config, share).announcing_to(&config, bus)
+        Self::budgeted(&config, share)
+            .announcing_to(&config, bus)
+            .copying_to(&config, copy)
+    }
+}
+
+/// Where copies go.
+pub struct CopyTarget {
+    pub ec2: Ec2Adapter,
+    pub source_region: String,
+    pub kms_key: Option<String>,
+}
+
+impl super::SnapshotCopies for AwsCloud {
+    async fn copy_snapshot(
+        &self,
+        source: &crate::ids::SnapshotId,
+        tags: &super::Tags,
+    ) -> Result<crate::ids::SnapshotId, super::AwsError> {
+        let target = self.copy_target("CopySnapshot")?;
+        let mut tags = tags.clone();
+        tags.insert(
+            crate::tags::COPY_SOURCE_REGION.into(),
+            target.source_region.clone(),
+        );
+        target
+            .ec2
+            .copy_from(
+                &target.source_region,
+                source,
+                target.kms_key.as_deref(),
+                &tags,
+            )
+            .await
+    }
+
+    async fn find_copies(
+        &self,
+        ids: &[crate::ids::SnapshotId],
+    ) -> Result<Vec<super::SnapshotFacts>, super::AwsError> {
+        use super::SnapshotStore;
+        let target = self.copy_target("DescribeSnapshots")?;
+        target
+            .ec2
+            .find_snapshots(&super::SnapshotQuery::Ids(ids.to_vec()))
+            .await
+    }
+}
+
+impl AwsCloud {
+    fn copy_target(&self, operation: &'static str) -> Result<&CopyTarget, super::AwsError> {
+        self.copies.as_ref().ok_or_else(|| {
+            super::AwsError::new(
+                operation,
+                super::AwsErrorKind::Rejected,
+                "no copy Region is configured (LIFEBOAT_COPY_REGION)",
+            )
+        })
     }
 }
 

@@ -503,6 +503,39 @@ impl SnapshotCare for Ec2Adapter {
     }
 }
 
+impl Ec2Adapter {
+    /// `CopySnapshot` of `source` in `source_region` to this client's Region, encrypted with
+    /// `kms_key` when given, tagged at creation.
+    pub async fn copy_from(
+        &self,
+        source_region: &str,
+        source: &SnapshotId,
+        kms_key: Option<&str>,
+        tags: &Tags,
+    ) -> Result<SnapshotId, AwsError> {
+        const OP: &str = "CopySnapshot";
+        self.turn(OP).await;
+        let reply = self
+            .client
+            .copy_snapshot()
+            .source_region(source_region)
+            .source_snapshot_id(source.as_str())
+            .description(format!("lifeboat: copy of {source} from {source_region}"))
+            .set_encrypted(kms_key.map(|_| true))
+            .set_kms_key_id(kms_key.map(str::to_owned))
+            .tag_specifications(
+                TagSpecification::builder()
+                    .resource_type(ResourceType::Snapshot)
+                    .set_tags(Some(sdk_tags(tags)))
+                    .build(),
+            )
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk(OP, err))?;
+        returned_id(OP, reply.snapshot_id(), SnapshotId::parse)
+    }
+}
+
 impl Tagging for Ec2Adapter {
     async fn tag(&self, resources: &[ResourceId], tags: &Tags) -> Result<(), AwsError> {
         if resources.is_empty() || tags.is_empty() {

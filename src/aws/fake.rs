@@ -13,9 +13,9 @@ use chrono::{DateTime, Utc};
 
 use super::{
     ActionResult, Announcer, AwsError, AwsErrorKind, GroupScope, HookFacts, InstanceFacts,
-    InstanceState, Inventory, Lifecycle, Pressure, SnapshotCare, SnapshotFacts, SnapshotQuery,
-    SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging, Tags, VolumeFacts,
-    WaitingInstance,
+    InstanceState, Inventory, Lifecycle, Pressure, SnapshotCare, SnapshotCopies, SnapshotFacts,
+    SnapshotQuery, SnapshotRequest, SnapshotSetRequest, SnapshotState, SnapshotStore, Tagging,
+    Tags, VolumeFacts, WaitingInstance,
 };
 use crate::clock::{Clock, FakeClock};
 use crate::ids::{ActionRef, GroupName, HookName, InstanceId, ResourceId, SnapshotId, VolumeId};
@@ -110,6 +110,8 @@ struct World {
     archiving: BTreeSet<SnapshotId>,
     deleted_snapshots: Vec<SnapshotId>,
     notices: Vec<crate::report::Notice>,
+    /// Copies in the other Region.
+    copies: Vec<SnapshotFacts>,
 }
 
 /// The fake AWS; share it with `Arc` and keep a handle on its clock.
@@ -746,6 +748,40 @@ impl Tagging for FakeCloud {
             }
         }
         Ok(())
+    }
+}
+
+impl SnapshotCopies for FakeCloud {
+    /// A copy is completed at once (the local AWS models its time and limits).
+    async fn copy_snapshot(
+        &self,
+        source: &SnapshotId,
+        tags: &Tags,
+    ) -> Result<SnapshotId, AwsError> {
+        let mut world = self.call("CopySnapshot")?;
+        if !world.snapshots.contains_key(source) {
+            return Err(AwsError::new(
+                "CopySnapshot",
+                AwsErrorKind::NotFound,
+                "no such snapshot",
+            ));
+        }
+        let id = SnapshotId::parse(&format!("snap-{}", Self::hex(&mut world))).unwrap();
+        let mut facts = world.snapshots[source].facts.clone();
+        facts.id = id.clone();
+        facts.tags = tags.clone();
+        world.copies.push(facts);
+        Ok(id)
+    }
+
+    async fn find_copies(&self, ids: &[SnapshotId]) -> Result<Vec<SnapshotFacts>, AwsError> {
+        let world = self.call("DescribeSnapshots")?;
+        Ok(world
+            .copies
+            .iter()
+            .filter(|c| ids.contains(&c.id))
+            .cloned()
+            .collect())
     }
 }
 

@@ -171,6 +171,22 @@ pub trait SnapshotCare: Send + Sync {
     fn delete(&self, snapshot: &SnapshotId) -> impl Future<Output = Result<(), AwsError>> + Send;
 }
 
+/// Copies of released snapshots in another Region (EC2 there).
+pub trait SnapshotCopies: Send + Sync {
+    /// `CopySnapshot`, sent to the copy Region: a copy of `source` (in this Region), tagged at
+    /// creation; its id.
+    fn copy_snapshot(
+        &self,
+        source: &SnapshotId,
+        tags: &Tags,
+    ) -> impl Future<Output = Result<SnapshotId, AwsError>> + Send;
+    /// The copies as the copy Region lists them (`DescribeSnapshots` there).
+    fn find_copies(
+        &self,
+        ids: &[SnapshotId],
+    ) -> impl Future<Output = Result<Vec<SnapshotFacts>, AwsError>> + Send;
+}
+
 /// Lifeboat's own events onto the account's EventBridge bus (`PutEvents`). A failure to
 /// publish never changes a rescue.
 pub trait Announcer: Send + Sync {
@@ -344,11 +360,26 @@ pub trait Pressure: Send + Sync {
 
 /// Everything a rescue needs from AWS.
 pub trait Cloud:
-    Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure + Announcer
+    Inventory
+    + SnapshotStore
+    + SnapshotCare
+    + SnapshotCopies
+    + Tagging
+    + Lifecycle
+    + Pressure
+    + Announcer
 {
 }
 
-impl<T: Inventory + SnapshotStore + SnapshotCare + Tagging + Lifecycle + Pressure + Announcer> Cloud
-    for T
+impl<
+        T: Inventory
+            + SnapshotStore
+            + SnapshotCare
+            + SnapshotCopies
+            + Tagging
+            + Lifecycle
+            + Pressure
+            + Announcer,
+    > Cloud for T
 {
 }

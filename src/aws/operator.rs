@@ -126,6 +126,17 @@ impl OperatorAws {
         Self::new(&super::client::sdk_config().await)
     }
 
+    /// The standard environment, in `region` when one is given.
+    pub async fn in_region(region: Option<String>) -> Self {
+        let loader =
+            super::client::tuned(aws_config::defaults(aws_config::BehaviorVersion::latest()));
+        let loader = match region {
+            Some(region) => loader.region(aws_config::Region::new(region)),
+            None => loader,
+        };
+        Self::new(&loader.load().await)
+    }
+
     /// Lifeboat's snapshots in `scope`, as one paginated `DescribeSnapshots` per 200 values.
     pub async fn rescue_snapshots(
         &self,

@@ -30,6 +30,10 @@ use lifeboat::telemetry::{init_tracing, LogFormat};
     about = "Operate lifeboat: replay events, list, watch and restore rescues, audit groups"
 )]
 struct Cli {
+    /// The Region to read and restore in (default: the standard environment's), for example
+    /// the copy Region to list and restore the copies lifeboat made there.
+    #[arg(long, global = true)]
+    region: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -132,7 +136,7 @@ fn print_json(value: &impl Serialize) -> Result<(), OperatorError> {
     Ok(())
 }
 
-async fn run(command: Command) -> Result<Done, String> {
+async fn run(command: Command, region: Option<String>) -> Result<Done, String> {
     match command {
         Command::Replay {
             event,
@@ -146,11 +150,11 @@ async fn run(command: Command) -> Result<Done, String> {
             println!("{json}");
             Ok(Done::Ok)
         }
-        other => operate(other).await.map_err(|err| err.to_string()),
+        other => operate(other, region).await.map_err(|err| err.to_string()),
     }
 }
 
-async fn operate(command: Command) -> Result<Done, OperatorError> {
+async fn operate(command: Command, region: Option<String>) -> Result<Done, OperatorError> {
     match command {
         // `run` handles replay: its errors are the handler's, not an operator's.
         Command::Replay { .. } => Ok(Done::Ok),
@@ -170,8 +174,20 @@ async fn operate(command: Command) -> Result<Done, OperatorError> {
                 since: since
                     .map(|s| parse_span("--since", &s).map(|span| chrono::Utc::now() - span))
                     .transpose()?,
+                // Expiry shown when the operator's environment says the stack's retention.
+                retention: if std::env::vars().any(|(k, _)| k.starts_with("LIFEBOAT_RETENTION_")) {
+                    Some(lifeboat::config::Config::from_env().map_err(|err| {
+                        OperatorError::Argument {
+                            argument: err.name,
+                            value: err.value.clone(),
+                            reason: err.reason.clone(),
+                        }
+                    })?)
+                } else {
+                    None
+                },
             };
-            let sets = list::list(&OperatorAws::from_env().await, &filter).await?;
+            let sets = list::list(&OperatorAws::in_region(region.clone()).await, &filter).await?;
             if json {
                 print_json(&sets)?;
             } else {
@@ -191,7 +207,12 @@ async fn operate(command: Command) -> Result<Done, OperatorError> {
                 terminal: std::io::stdout().is_terminal(),
             };
             let mut out = std::io::stdout();
-            let ended = watch::watch(&OperatorAws::from_env().await, &options, &mut out).await?;
+            let ended = watch::watch(
+                &OperatorAws::in_region(region.clone()).await,
+                &options,
+                &mut out,
+            )
+            .await?;
             Ok(if ended.iter().all(|s| s.result == SetResult::Released) {
                 Done::Ok
             } else {
@@ -250,7 +271,8 @@ async fn operate(command: Command) -> Result<Done, OperatorError> {
                 poll: Duration::from_secs(2),
                 patience: Duration::from_secs(900),
             };
-            let plan = restore::restore(&OperatorAws::from_env().await, &request).await?;
+            let plan =
+                restore::restore(&OperatorAws::in_region(region.clone()).await, &request).await?;
             if json {
                 print_json(&plan)?;
             } else {
@@ -283,8 +305,12 @@ async fn operate(command: Command) -> Result<Done, OperatorError> {
                 sweep_interval: Duration::from_secs(sweep_interval_seconds),
                 snapshot_age: parse_span("--snapshot-age", &snapshot_age)?,
             };
-            let (groups, findings) =
-                audit::audit(&OperatorAws::from_env().await, &scope, &settings).await?;
+            let (groups, findings) = audit::audit(
+                &OperatorAws::in_region(region.clone()).await,
+                &scope,
+                &settings,
+            )
+            .await?;
             if json {
                 print_json(&findings)?;
             } else {
@@ -310,7 +336,7 @@ async fn main() -> ExitCode {
         Command::Restore { .. } => "restore",
         Command::Audit { .. } => "audit",
     };
-    match run(cli.command).await {
+    match run(cli.command, cli.region).await {
         Ok(Done::Ok) => ExitCode::SUCCESS,
         Ok(Done::Attention) => ExitCode::from(2),
         Err(err) => {

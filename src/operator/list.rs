@@ -7,7 +7,10 @@ use serde::Serialize;
 
 use super::{aws_error, table, OperatorError};
 use crate::aws::operator::{OperatorAws, RescueScope};
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::aws::{SnapshotFacts, SnapshotState, StorageTier, Tags};
+use crate::config::Retention;
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
 use crate::rescue::rescues_from;
 use crate::tags::{self, RescueState};
@@ -60,6 +63,8 @@ pub struct RescuedSet {
     /// record is incomplete cannot be restored by lifeboat as it stands.
     pub record_complete: bool,
     pub volumes: Vec<RescuedVolume>,
+    /// What retention will do to the set and when (`expiries`).
+    pub expiry: Option<String>,
 }
 
 impl RescuedSet {
@@ -93,6 +98,9 @@ pub struct RescuedVolume {
     /// The snapshot's storage tier, and until when an archived one is restored.
     pub tier: StorageTier,
     pub restored_until: Option<DateTime<Utc>>,
+    /// Its copy in another Region (`completed us-west-2`, `pending us-west-2`, …), or, when
+    /// this snapshot is such a copy, what it copies.
+    pub copy: Option<String>,
 }
 
 impl RescuedVolume {
@@ -114,6 +122,9 @@ pub struct ListFilter {
     pub instance: Option<InstanceId>,
     /// Only sets started at or after this time.
     pub since: Option<DateTime<Utc>>,
+    /// The configuration whose retention says when each set expires (the stack's
+    /// `LIFEBOAT_RETENTION_*`, read from the operator's environment); `None`: not shown.
+    pub retention: Option<crate::config::Config>,
 }
 
 /// The rescued sets these snapshots make, newest first.
@@ -162,10 +173,12 @@ pub fn rescued_sets(snapshots: Vec<SnapshotFacts>) -> Vec<RescuedSet> {
                                 .collect()
                         })
                         .unwrap_or_default(),
+                    copy: saved.snapshot.and_then(copy_text),
                     tier: saved.snapshot.map(|s| s.tier).unwrap_or_default(),
                     restored_until: saved.snapshot.and_then(|s| s.restore_expiry),
                 })
                 .collect(),
+            expiry: None,
         })
         .collect();
     for set in &mut sets {
@@ -177,6 +190,57 @@ pub fn rescued_sets(snapshots: Vec<SnapshotFacts>) -> Vec<RescuedSet> {
             .then_with(|| a.instance_id.cmp(&b.instance_id))
     });
     sets
+}
+
+/// What a snapshot's tags say of its copy in another Region, or of what it copies.
+fn copy_text(snapshot: &SnapshotFacts) -> Option<String> {
+    if let Some(source) = snapshot.tags.get(tags::COPY_OF) {
+        let region = snapshot
+            .tags
+            .get(tags::COPY_SOURCE_REGION)
+            .map(String::as_str)
+            .unwrap_or("?");
+        return Some(format!("copy of {source} ({region})"));
+    }
+    let state = snapshot.tags.get(tags::COPY_STATE)?;
+    let region = snapshot
+        .tags
+        .get(tags::COPY)
+        .and_then(|c| c.split_once('/'))
+        .map(|(region, _)| region)
+        .unwrap_or("?");
+    Some(format!("{state} {region}"))
+}
+
+/// What retention will do to each released set, by the retention `retention_of` gives its
+/// group: `archive 2027-01-05`, `delete 2027-03-01`, `kept (newest 3)`; nothing when off.
+pub fn expiries(sets: &mut [RescuedSet], retention_of: impl Fn(&GroupName) -> Retention) {
+    let mut rank: BTreeMap<GroupName, u32> = BTreeMap::new();
+    // Newest first already: the first `keep_last` released sets of a group are kept.
+    for set in sets.iter_mut() {
+        if set.result != SetResult::Released {
+            continue;
+        }
+        let retention = retention_of(&set.group);
+        if retention.is_off() {
+            continue;
+        }
+        let n = rank.entry(set.group.clone()).or_default();
+        *n += 1;
+        if *n <= retention.keep_last {
+            set.expiry = Some(format!("kept (newest {})", retention.keep_last));
+            continue;
+        }
+        let archived = set.volumes.iter().all(|v| v.tier == StorageTier::Archive);
+        let at = |days: u32| set.started_at + chrono::Duration::days(i64::from(days));
+        set.expiry = match (retention.archive_after_days, retention.delete_after_days) {
+            (Some(days), _) if !archived => {
+                Some(format!("archive {}", at(days).format("%Y-%m-%d")))
+            }
+            (_, Some(days)) => Some(format!("delete {}", at(days).format("%Y-%m-%d"))),
+            _ => None,
+        };
+    }
 }
 
 /// The rescued sets `filter` asks for, read from AWS.
@@ -193,9 +257,29 @@ pub async fn list(
         .rescue_snapshots(&scope)
         .await
         .map_err(aws_error("reading lifeboat's snapshots"))?;
-    Ok(rescued_sets(snapshots)
+    let mut sets: Vec<RescuedSet> = rescued_sets(snapshots)
         .into_iter()
         .filter(|set| filter.group.as_ref().is_none_or(|g| &set.group == g))
+        .collect();
+    if let Some(config) = &filter.retention {
+        // Each group's retention: the configuration's, with its hook's overrides.
+        let mut of_group: BTreeMap<GroupName, Retention> = BTreeMap::new();
+        let groups: BTreeSet<GroupName> = sets.iter().map(|s| s.group.clone()).collect();
+        for group in groups {
+            let metadata = aws.hooks(&group).await.ok().and_then(|hooks| {
+                hooks
+                    .into_iter()
+                    .find(|h| config.serves_hook(&h.name))
+                    .and_then(|h| h.notification_metadata)
+            });
+            of_group.insert(group, config.settings_for(metadata.as_deref()).0.retention);
+        }
+        expiries(&mut sets, |g| {
+            of_group.get(g).copied().unwrap_or(Retention::OFF)
+        });
+    }
+    Ok(sets
+        .into_iter()
         .filter(|set| filter.since.is_none_or(|since| set.started_at >= since))
         .collect())
 }
@@ -246,6 +330,8 @@ pub fn render(sets: &[RescuedSet]) -> String {
                     },
                     size(v.size_gib),
                     v.tier_text(),
+                    v.copy.clone().unwrap_or_else(|| "-".into()),
+                    set.expiry.clone().unwrap_or_else(|| "-".into()),
                     encryption(v.encrypted, v.kms_key_id.as_deref()),
                 ]
             })
@@ -263,6 +349,8 @@ pub fn render(sets: &[RescuedSet]) -> String {
             "STATE",
             "SIZE",
             "TIER",
+            "COPY",
+            "EXPIRES",
             "ENCRYPTED",
         ],
         &rows,
@@ -451,6 +539,59 @@ mod tests {
         assert!(
             text.lines()
                 .any(|l| l.contains("/dev/sdf") && l.contains("archive")),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn each_set_says_its_copy_and_when_retention_takes_it() {
+        let old = label(
+            "i-0000000000000000a",
+            RescueState::Released,
+            "2026-09-01T10:00:00Z",
+            &[("vol-0000000000000000a", "/dev/sdf")],
+        );
+        let new = label(
+            "i-0000000000000000b",
+            RescueState::Released,
+            "2026-11-21T10:00:00Z",
+            &[("vol-0000000000000000b", "/dev/sdf")],
+        );
+        let mut copied = snapshot(
+            "snap-0000000000000000a",
+            "vol-0000000000000000a",
+            SnapshotState::Completed,
+            &old,
+        );
+        copied
+            .tags
+            .insert(tags::COPY.into(), "us-west-2/snap-0000000000000000f".into());
+        copied
+            .tags
+            .insert(tags::COPY_STATE.into(), "completed".into());
+        let newest = snapshot(
+            "snap-0000000000000000b",
+            "vol-0000000000000000b",
+            SnapshotState::Completed,
+            &new,
+        );
+        let mut sets = rescued_sets(vec![copied, newest]);
+        expiries(&mut sets, |_| Retention {
+            archive_after_days: Some(30),
+            delete_after_days: Some(365),
+            keep_last: 1,
+        });
+        assert_eq!(sets[0].expiry.as_deref(), Some("kept (newest 1)"));
+        assert_eq!(sets[1].expiry.as_deref(), Some("archive 2026-10-01"));
+        assert_eq!(
+            sets[1].volumes[0].copy.as_deref(),
+            Some("completed us-west-2")
+        );
+        assert_eq!(sets[0].volumes[0].copy, None);
+        let text = render(&sets);
+        assert!(text.contains("COPY") && text.contains("EXPIRES"), "{text}");
+        assert!(
+            text.contains("completed us-west-2") && text.contains("archive 2026-10-01"),
             "{text}"
         );
     }

@@ -258,6 +258,7 @@ mod tests {
                 held_since: Some(started - chrono::Duration::seconds(30)),
                 result: SetResult::InFlight,
                 record_complete: true,
+                expiry: None,
                 volumes: vec![RescuedVolume {
                     device: "/dev/sdf".into(),
                     placed: true,
@@ -274,6 +275,7 @@ mod tests {
                     volume_tags: Tags::new(),
                     tier: crate::aws::StorageTier::Standard,
                     restored_until: None,
+                    copy: None,
                 }],
             },
             hook,

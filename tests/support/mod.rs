@@ -206,7 +206,8 @@ impl World {
             asg: aws_sdk_autoscaling::Client::new(&sdk),
             lifeboat: Lifeboat {
                 cloud: AwsCloud::budgeted(&sdk, config.budget)
-                    .announcing_to(&sdk, config.event_bus.clone()),
+                    .announcing_to(&sdk, config.event_bus.clone())
+                    .copying_to(&sdk, config.copy.clone()),
                 clock,
                 config,
                 metrics: Metrics::new("Lifeboat", MetricSink::Memory(Mutex::new(Vec::new()))),

@@ -22,6 +22,7 @@ fn volume(device: &str, id: &str, state: Option<SnapshotState>) -> RescuedVolume
         volume_tags: Tags::from([("Name".into(), "postgres".into())]),
         tier: crate::aws::StorageTier::Standard,
         restored_until: None,
+        copy: None,
     }
 }
 
@@ -34,6 +35,7 @@ fn set(volumes: Vec<RescuedVolume>) -> RescuedSet {
         held_since: None,
         result: SetResult::Released,
         record_complete: true,
+        expiry: None,
         volumes,
     }
 }
