@@ -6,6 +6,7 @@
   ends `completed`, or `error` for a source the control API says fails;
 - at most 20 copies pending per destination Region ("Amazon EBS endpoints and quotas", AWS
   General Reference: concurrent snapshot copies per destination Region) -> ResourceLimitExceeded;
+- a copy's VolumeId is arbitrary (`vol-ffffffff`), as CopySnapshot documents;
 - the source must be `completed` and in the standard tier (an archived snapshot must be restored
   first: "Archive Amazon EBS snapshots") -> IncorrectState.
 """
@@ -42,6 +43,9 @@ def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_
             f"You have reached the limit of {MAX_PENDING_PER_DESTINATION} concurrent snapshot copies to {self.region_name}.",
         )
     snapshot = _original_copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_id)
+    # "Snapshots copies have an arbitrary source volume ID" (CopySnapshot, EC2 API Reference):
+    # moto keeps the source's volume, which would let a copy pass for its source.
+    snapshot.volume = _ArbitraryVolume(self, source.volume.size)
     snapshot.status = "pending"
     snapshot.localaws_progress = "0%"
     s = st.state()
@@ -55,6 +59,17 @@ def copy_snapshot(self, source_snapshot_id, source_region, description, kms_key_
     }
     st.record("snapshot-copy-started", snapshot=snapshot.id, source=source_snapshot_id, destination=self.region_name)
     return snapshot
+
+
+class _ArbitraryVolume:
+    """The volume a copy names: `vol-ffffffff`; its size is the source's."""
+
+    id = "vol-ffffffff"
+
+    def __init__(self, backend, size):
+        self.ec2_backend = backend
+        self.size = size
+        self.zone = None
 
 
 def tick():

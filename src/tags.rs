@@ -48,6 +48,8 @@ pub const COPY_ATTEMPTS: &str = "lifeboat:copy-attempts";
 /// On a copy: the snapshot it copies, and that snapshot's Region.
 pub const COPY_OF: &str = "lifeboat:copy-of";
 pub const COPY_SOURCE_REGION: &str = "lifeboat:copy-source-region";
+/// On a copy: the volume its source is a snapshot of (EC2 gives a copy an arbitrary VolumeId).
+pub const COPY_VOLUME: &str = "lifeboat:copy-volume";
 
 /// On a volume lifeboat kept (`DeleteOnTermination=false`): the instance it was kept from.
 pub const KEPT_BY: &str = "lifeboat:kept-by";

@@ -888,6 +888,29 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
         tag(&copy_tags, "lifeboat:instance-id"),
         Some(instances[0].as_str())
     );
+    // EC2 gives a copy an arbitrary VolumeId; its record still places every volume there.
+    assert_eq!(copy.snapshots()[0].volume_id(), Some("vol-ffffffff"));
+    let west_aws = lifeboat::aws::operator::OperatorAws::new(
+        &w.sdk
+            .to_builder()
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    );
+    let there = lifeboat::operator::list::list(
+        &west_aws,
+        &lifeboat::operator::list::ListFilter {
+            instance: Some(lifeboat::ids::InstanceId::parse(&instances[0]).unwrap()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(there.len(), 1);
+    assert!(
+        there[0].record_complete && there[0].is_complete(),
+        "{there:?}"
+    );
+    assert_eq!(there[0].volumes.len(), first.len());
     // AND the failed copy is started again (the source no longer fails), then completes
     w.aws
         .control("copies", Some(json!({"pending_seconds": 600, "fail": []})));
@@ -961,5 +984,58 @@ async fn no_more_than_twenty_copies_are_pending_into_one_region() {
         .unwrap();
     assert_eq!(done.copied.len(), 1);
     assert_eq!(done.copied[0].copies.len(), 24);
+    w.assert_no_data_lost();
+}
+
+#[tokio::test]
+async fn restoring_an_archived_set_starts_its_restore_from_the_archive_then_restores_it() {
+    // GIVEN a released set whose snapshots were archived
+    let w = World::new(&[]).await;
+    let instance = w.group("api-db", 1, &DEVICES, 900).await.remove(0);
+    w.snapshots_take(0.5, &[]);
+    assert_eq!(rescue(&w, &instance).await, Outcome::Released);
+    let ids = snapshot_ids_of(&w, &instance).await;
+    for id in &ids {
+        w.ec2
+            .modify_snapshot_tier()
+            .snapshot_id(id)
+            .storage_tier(aws_sdk_ec2::types::TargetStorageTier::Archive)
+            .send()
+            .await
+            .unwrap();
+    }
+    w.advance(3 * DAY + 60);
+    let aws = lifeboat::aws::operator::OperatorAws::new(&w.sdk);
+    let request = lifeboat::operator::restore::RestoreRequest {
+        from: lifeboat::ids::InstanceId::parse(&instance).unwrap(),
+        target: lifeboat::operator::restore::Target::Zone("us-east-1a".into()),
+        device_map: Default::default(),
+        include_boot: true,
+        dry_run: false,
+        poll: std::time::Duration::from_millis(200),
+        patience: std::time::Duration::from_secs(60),
+    };
+    // WHEN the operator restores it: EC2 makes no volume from an archived snapshot
+    let not_yet = lifeboat::operator::restore::restore(&aws, &request)
+        .await
+        .unwrap_err();
+    // THEN lifeboat starts each snapshot's restore from the archive, says it takes hours, and
+    // creates nothing yet
+    assert!(
+        matches!(not_yet, lifeboat::operator::OperatorError::NotYet(_)),
+        "{not_yet}"
+    );
+    assert!(not_yet.to_string().contains("72 hours"), "{not_yet}");
+    assert_eq!(
+        w.ledger().entries("snapshot-restore-started").len(),
+        ids.len()
+    );
+    // AND once EC2 has restored them, the same command restores the set
+    w.advance(3 * DAY + 60);
+    let plan = lifeboat::operator::restore::restore(&aws, &request)
+        .await
+        .unwrap();
+    assert_eq!(plan.volumes.len(), ids.len());
+    assert!(plan.volumes.iter().all(|v| v.volume_id.is_some()));
     w.assert_no_data_lost();
 }

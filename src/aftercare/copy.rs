@@ -71,6 +71,9 @@ pub fn copy_tags(source: &SnapshotFacts) -> Tags {
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     tags.insert(tags::COPY_OF.into(), source.id.to_string());
+    if let Some(volume) = &source.volume_id {
+        tags.insert(tags::COPY_VOLUME.into(), volume.to_string());
+    }
     // Room for the Region the adapter adds.
     if tags.len() + 1 > MAX_TAGS_PER_RESOURCE {
         let own = source

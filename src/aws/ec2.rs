@@ -120,7 +120,15 @@ fn snapshot_facts(snapshot: &Snapshot) -> Result<SnapshotFacts, AwsError> {
             snapshot.snapshot_id(),
             SnapshotId::parse,
         )?,
-        volume_id: snapshot.volume_id().and_then(|v| VolumeId::parse(v).ok()),
+        // A copy's VolumeId is arbitrary (CopySnapshot, EC2 API Reference): the volume it
+        // stands for is the one its tag names.
+        volume_id: snapshot
+            .tags()
+            .iter()
+            .find(|t| t.key() == Some(crate::tags::COPY_VOLUME))
+            .and_then(|t| t.value())
+            .or(snapshot.volume_id())
+            .and_then(|v| VolumeId::parse(v).ok()),
         state: SnapshotState::parse(snapshot.state().map(|s| s.as_str()).unwrap_or_default()),
         progress: snapshot.progress().map(str::to_owned),
         start_time: snapshot.start_time().and_then(to_chrono),

@@ -12,7 +12,7 @@ use chrono::{DateTime, Utc};
 
 use super::ec2::{filter, instance_state, sdk_tags, Ec2Adapter, FILTER_VALUES_PER_REQUEST};
 use super::{AwsError, AwsErrorKind, GroupScope, InstanceState, SnapshotFacts, Tags};
-use crate::ids::{GroupName, HookName, InstanceId, VolumeId};
+use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
 use crate::tags;
 
 /// Which of lifeboat's snapshots to read.
@@ -329,6 +329,34 @@ impl OperatorAws {
             .collect();
         hooks.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(hooks)
+    }
+
+    /// Starts a temporary restore of an archived snapshot for `days` (`RestoreSnapshotTier`);
+    /// one already under way or done is left as it is.
+    pub async fn restore_from_archive(
+        &self,
+        snapshot: &SnapshotId,
+        days: i32,
+    ) -> Result<(), AwsError> {
+        const OP: &str = "RestoreSnapshotTier";
+        match self
+            .ec2
+            .restore_snapshot_tier()
+            .snapshot_id(snapshot.as_str())
+            .temporary_restore_days(days)
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) => {
+                let err = AwsError::from_sdk(OP, err);
+                if err.code.as_deref() == Some("IncorrectState") {
+                    Ok(())
+                } else {
+                    Err(err)
+                }
+            }
+        }
     }
 
     /// Tags snapshots as in use by a restore until `until`: retention leaves their set alone.

@@ -24,6 +24,9 @@ pub enum OperatorError {
     /// The command refused before changing anything.
     #[error("refused, nothing was changed: {0}")]
     Refused(String),
+    /// The command started what must come first, and is to be run again later.
+    #[error("not yet: {0}")]
+    NotYet(String),
     /// AWS answered with an error.
     #[error("{context}: {source}")]
     Aws {

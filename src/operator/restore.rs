@@ -13,7 +13,7 @@ use serde::Serialize;
 use super::list::{encryption, rescued_sets, RescuedSet};
 use super::{aws_error, table, OperatorError};
 use crate::aws::operator::{InstanceView, NewVolume, OperatorAws, RescueScope};
-use crate::aws::{InstanceState, SnapshotState, Tags};
+use crate::aws::{InstanceState, SnapshotState, StorageTier, Tags};
 use crate::ids::{InstanceId, SnapshotId, VolumeId};
 use crate::tags::{self, MAX_TAGS_PER_RESOURCE};
 
@@ -313,12 +313,7 @@ async fn carry_out(
         .iter()
         .map(|v| v.snapshot_id.to_string())
         .collect();
-    if let Err(err) = aws
-        .mark_in_use(&snapshots, Utc::now() + chrono::Duration::days(1))
-        .await
-    {
-        eprintln!("warning: could not tag the set as in use by this restore ({err}); retention may archive or delete it meanwhile");
-    }
+    mark_in_use(aws, &snapshots, Utc::now() + chrono::Duration::days(1)).await;
     for i in 0..plan.volumes.len() {
         let v = &plan.volumes[i];
         let request_volume = NewVolume {
@@ -467,10 +462,65 @@ pub async fn restore(
         old: find(&request.from),
     };
     let mut plan = plan(&set, request, &target)?;
+    let archived: Vec<SnapshotId> = set
+        .volumes
+        .iter()
+        .filter(|v| v.tier == StorageTier::Archive && v.restored_until.is_none())
+        .filter_map(|v| v.snapshot_id.clone())
+        .filter(|id| plan.volumes.iter().any(|p| &p.snapshot_id == id))
+        .collect();
+    if !archived.is_empty() {
+        return from_the_archive(aws, &plan, &archived, request.dry_run).await;
+    }
     if !request.dry_run {
         carry_out(aws, &mut plan, request).await?;
     }
     Ok(plan)
+}
+
+/// Tags the set's snapshots in use until `until`, so retention leaves them alone; a failure is
+/// a warning (the restore goes on).
+async fn mark_in_use(aws: &OperatorAws, snapshots: &[String], until: chrono::DateTime<Utc>) {
+    if let Err(err) = aws.mark_in_use(snapshots, until).await {
+        eprintln!("warning: could not tag the set as in use by this restore ({err}); retention may archive or delete it meanwhile");
+    }
+}
+
+/// How long a snapshot restored from the archive stays restored: time for the operator to come
+/// back after EC2's up to 72 hours.
+const RESTORED_DAYS: i32 = 7;
+
+/// Some of the set's snapshots are in the archive tier: EC2 makes no volume from them. Starts
+/// their temporary restore (unless a dry run) and says to come back.
+async fn from_the_archive(
+    aws: &OperatorAws,
+    plan: &RestorePlan,
+    archived: &[SnapshotId],
+    dry_run: bool,
+) -> Result<RestorePlan, OperatorError> {
+    let names: Vec<String> = archived.iter().map(ToString::to_string).collect();
+    if dry_run {
+        return Err(OperatorError::NotYet(format!(
+            "{} of the set are in the archive tier; without --dry-run lifeboat restore starts their restore from the archive (EC2 takes up to 72 hours), then run it again",
+            names.join(", ")
+        )));
+    }
+    for id in archived {
+        aws.restore_from_archive(id, RESTORED_DAYS)
+            .await
+            .map_err(aws_error(format!("restoring {id} from the archive")))?;
+    }
+    let all: Vec<String> = plan
+        .volumes
+        .iter()
+        .map(|v| v.snapshot_id.to_string())
+        .collect();
+    let until = Utc::now() + chrono::Duration::days(i64::from(RESTORED_DAYS) + 3);
+    mark_in_use(aws, &all, until).await;
+    Err(OperatorError::NotYet(format!(
+        "{} of the set are in the archive tier: their restore from the archive has started (EC2 takes up to 72 hours; they then stay restored {RESTORED_DAYS} days). Run this command again once lifeboat list shows them \"archive (restored until …)\"; nothing else was changed",
+        names.join(", ")
+    )))
 }
 
 /// The plan (or what was done) as text.
