@@ -911,6 +911,32 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
         "{there:?}"
     );
     assert_eq!(there[0].volumes.len(), first.len());
+    // AND the set restores from its copy there
+    let restored = lifeboat::operator::restore::restore(
+        &west_aws,
+        &lifeboat::operator::restore::RestoreRequest {
+            from: lifeboat::ids::InstanceId::parse(&instances[0]).unwrap(),
+            target: lifeboat::operator::restore::Target::Zone("us-west-2a".into()),
+            device_map: Default::default(),
+            include_boot: true,
+            dry_run: false,
+            poll: std::time::Duration::from_millis(200),
+            patience: std::time::Duration::from_secs(60),
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(restored.volumes.len(), first.len());
+    for volume in &restored.volumes {
+        let id = volume.volume_id.as_ref().unwrap().to_string();
+        let made = west
+            .describe_volumes()
+            .volume_ids(&id)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(made.volumes()[0].availability_zone(), Some("us-west-2a"));
+    }
     // AND the failed copy is started again (the source no longer fails), then completes
     w.aws
         .control("copies", Some(json!({"pending_seconds": 600, "fail": []})));
