@@ -8,6 +8,8 @@ would (`throttle`), and injects the configured faults before moto sees the reque
   POST /_localaws/snapshots               {"pending_seconds": 2, "volumes": {"vol-…": {"fates":
                                            ["error", "completed"], "pending_seconds": 5}}}
                                            fates: completed | error | never
+  POST /_localaws/recycle-bin-rule        {"tags": {"lifeboat:state": "released"}, "days": 7}: a
+                                           Recycle Bin retention rule, as the stack's AWS::Rbin::Rule
   POST /_localaws/copies                  {"pending_seconds": 900, "fail": ["snap-…"]}: how long a
                                            cross-Region copy stays pending; sources whose copies fail
   POST /_localaws/faults                  {"seed": 7, "rules": [{"service": "ec2"|"autoscaling"|"*",
@@ -244,6 +246,11 @@ class LocalAws:
                     s.volume_fates[volume] = fates
                 if "pending_seconds" in conf:
                     s.volume_pending[volume] = float(conf["pending_seconds"])
+            return _json(start_response, {"ok": True})
+        if path == "/_localaws/recycle-bin-rule" and method == "POST":
+            from . import recyclebin
+
+            recyclebin.add_rule(args.get("tags") or {}, args.get("days", 7))
             return _json(start_response, {"ok": True})
         if path == "/_localaws/copies" and method == "POST":
             if "pending_seconds" in args:

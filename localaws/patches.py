@@ -59,6 +59,7 @@ from moto.ec2.responses.instances import InstanceResponse
 from . import bus
 from . import copies
 from . import edges
+from . import recyclebin
 from . import speed
 from . import state as st
 from . import tiers
@@ -847,6 +848,7 @@ def apply() -> None:
     InstanceResponse._block_device_mapping_handler = block_device_mapping_handler
     edges.apply()
     tiers.apply()
+    recyclebin.apply()
     bus.apply()
     copies.apply()
     speed.apply()

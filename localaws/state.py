@@ -124,6 +124,8 @@ class State:
     copies: dict[str, dict] = field(default_factory=dict)  # copy's snapshot id -> its copy (copies)
     copy_pending_seconds: float = 900.0
     copy_failing: set = field(default_factory=set)  # source snapshot ids whose copies fail
+    recycle_bin_rules: list = field(default_factory=list)  # {"tags": {...}, "days": n} (recyclebin)
+    recycle_bin: dict[str, dict] = field(default_factory=dict)  # snapshot id -> what the bin keeps
     multi_requests: dict[str, dict] = field(default_factory=dict)  # request id -> {instance, snapshots}
     pending_seconds: float = 0.0
     volume_fates: dict[str, list[str]] = field(default_factory=dict)  # volume id -> fates, in order

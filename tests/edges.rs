@@ -1065,3 +1065,81 @@ async fn restoring_an_archived_set_starts_its_restore_from_the_archive_then_rest
     assert!(plan.volumes.iter().all(|v| v.volume_id.is_some()));
     w.assert_no_data_lost();
 }
+
+#[tokio::test]
+async fn a_set_retention_deleted_is_recovered_from_the_recycle_bin_as_the_readme_says() {
+    // GIVEN the stack's Recycle Bin rule (7 days for lifeboat's released snapshots), retention
+    // that deletes after 30 days keeping the newest, and two released sets 31 days apart
+    let w = World::new(&[
+        ("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS", "30"),
+        ("LIFEBOAT_RETENTION_KEEP_LAST", "1"),
+    ])
+    .await;
+    w.aws.control(
+        "recycle-bin-rule",
+        Some(json!({"tags": {"lifeboat:state": "released"}, "days": 7})),
+    );
+    let instances = w.group("api-db", 2, &DEVICES, 900).await;
+    w.snapshots_take(0.5, &[]);
+    assert_eq!(rescue(&w, &instances[0]).await, Outcome::Released);
+    w.advance(31 * DAY);
+    assert_eq!(rescue(&w, &instances[1]).await, Outcome::Released);
+    let old = snapshot_ids_of(&w, &instances[0]).await;
+    let done = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(done.deleted.len(), 1);
+    assert!(snapshot_ids_of(&w, &instances[0]).await.is_empty());
+    // WHEN the operator recovers it as the README says
+    let binned = w.ec2.list_snapshots_in_recycle_bin().send().await.unwrap();
+    let mut in_bin: Vec<String> = binned
+        .snapshots()
+        .iter()
+        .filter_map(|s| s.snapshot_id().map(str::to_owned))
+        .collect();
+    in_bin.sort();
+    assert_eq!(in_bin, old);
+    for id in &in_bin {
+        w.ec2
+            .restore_snapshot_from_recycle_bin()
+            .snapshot_id(id)
+            .send()
+            .await
+            .unwrap();
+    }
+    // THEN the set is back with its tags, and lifeboat list shows it again
+    assert_eq!(snapshot_ids_of(&w, &instances[0]).await, old);
+    let aws = lifeboat::aws::operator::OperatorAws::new(&w.sdk);
+    let sets = lifeboat::operator::list::list(
+        &aws,
+        &lifeboat::operator::list::ListFilter {
+            instance: Some(lifeboat::ids::InstanceId::parse(&instances[0]).unwrap()),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(sets.len(), 1);
+    assert!(sets[0].is_complete());
+    // AND a set left in the bin past its days is gone for good
+    w.advance(DAY);
+    let done = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(
+        done.deleted.len(),
+        1,
+        "the recovered set is old: retention deletes it again"
+    );
+    w.advance(8 * DAY);
+    let binned = w.ec2.list_snapshots_in_recycle_bin().send().await.unwrap();
+    assert!(binned.snapshots().is_empty());
+    assert_eq!(w.ledger().entries("snapshot-purged").len(), old.len());
+    w.assert_no_data_lost();
+}
