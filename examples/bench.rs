@@ -37,6 +37,11 @@ const OPERATIONS: &[&str] = &[
     "autoscaling:DescribeLifecycleHooks",
     "autoscaling:RecordLifecycleActionHeartbeat",
     "autoscaling:CompleteLifecycleAction",
+    "ec2:DescribeSnapshotTierStatus",
+    "ec2:ModifySnapshotTier",
+    "ec2:DeleteSnapshot",
+    "ec2:CopySnapshot",
+    "events:PutEvents",
 ];
 
 const DEVICES: [&str; 8] = [
@@ -392,6 +397,48 @@ async fn sweep_cost(n: usize) -> BTreeMap<&'static str, u64> {
     calls(&before, &w.ledger())
 }
 
+/// One aftercare run over `n` released sets of 3 volumes, every one past its days (retention
+/// deletes after 30 days and keeps the newest 3), copies to another Region configured: its calls,
+/// its time, the sets deleted and the copies started.
+async fn aftercare_cost(n: usize) -> (BTreeMap<&'static str, u64>, Duration, usize, usize) {
+    let w = World::new(&[
+        ("LIFEBOAT_RETENTION_DELETE_AFTER_DAYS", "30"),
+        ("LIFEBOAT_RETENTION_KEEP_LAST", "3"),
+        ("LIFEBOAT_RETENTION_MAX_CHANGES", "10000"),
+        ("LIFEBOAT_COPY_REGION", "us-west-2"),
+    ])
+    .await;
+    w.aws.control("snapshots", Some(json!({"pending_seconds": 1})));
+    w.group("aftercare", n as i32, &DEVICES[..3], 900).await;
+    w.asg
+        .update_auto_scaling_group()
+        .auto_scaling_group_name("aftercare")
+        .desired_capacity(0)
+        .send()
+        .await
+        .unwrap();
+    let events = w.take_events_of("EC2 Instance-terminate Lifecycle Action");
+    let mut rescues: FuturesUnordered<_> = events.iter().map(|e| w.deliver(e)).collect();
+    while let Some(report) = rescues.next().await {
+        assert_eq!(report.unwrap().rescues[0].outcome, Outcome::Released);
+    }
+    w.advance(31 * 86_400);
+    let event: Value = serde_json::from_str(
+        &std::fs::read_to_string(support::repo_path("events/aftercare.json")).unwrap(),
+    )
+    .unwrap();
+    let before = w.ledger();
+    let started = Instant::now();
+    let done = w.deliver(&event).await.unwrap().aftercare.unwrap();
+    let took = started.elapsed();
+    (
+        calls(&before, &w.ledger()),
+        took,
+        done.deleted.len(),
+        done.copies_started,
+    )
+}
+
 /// A minimal Lambda runtime API on 127.0.0.1: hands out `events` one by one and records when
 /// the function first asked for work and each response.
 fn runtime_api(events: Vec<Value>) -> (u16, mpsc::Receiver<(Instant, String)>) {
@@ -702,6 +749,33 @@ async fn main() {
          a heartbeat (one call per rescue, which AWS offers no batch for) is sent only for a hold that could lapse before the sweep after next, so these freshly held rescues need none.\n"
     );
     doc.push_str(&table_of_calls(&sweep_rows));
+
+    eprintln!("bench: aftercare");
+    let _ = writeln!(doc, "\n## Aftercare: retention and copies\n");
+    let _ = writeln!(
+        doc,
+        "One hourly aftercare run over N released sets of 3 volumes each, all 31 days old, retention deleting after 30 days \
+         and keeping each group's newest 3, a copy Region configured. Its reads: the released snapshots (one paginated \
+         `DescribeSnapshots`), the group's hook (one `DescribeLifecycleHooks`), the moves between tiers under way (one \
+         `DescribeSnapshotTierStatus`). Then one call per snapshot it deletes (EC2 has no batch delete), one expiry event \
+         per set, and the copies of the sets it keeps: one `CopySnapshot` and one `CreateTags` (its record) per snapshot, \
+         at most 20 pending into the copy Region.\n"
+    );
+    let _ = writeln!(doc, "| released sets | sets deleted | copies started | AWS calls | of which reads | time of the run |\n|---|---|---|---|---|---|");
+    for n in [10, 100, 300] {
+        let (made, took, deleted, copies) = aftercare_cost(n).await;
+        let total: u64 = made.values().sum();
+        let reads: u64 = made
+            .iter()
+            .filter(|(op, _)| op.contains(":Describe"))
+            .map(|(_, c)| c)
+            .sum();
+        let _ = writeln!(
+            doc,
+            "| {n} | {deleted} | {copies} | {total} | {reads} | {:.1} s |",
+            took.as_secs_f64()
+        );
+    }
 
     eprintln!("bench: storms");
     let mut storm_rows = Vec::new();
