@@ -245,9 +245,7 @@ pub async fn run<C: Cloud>(
         ..AftercareReport::default()
     };
     let changed = retain(cloud, config, &sets, now, &mut report).await?;
-    if let Some(copy) = &config.copy {
-        copy::copy_sets(cloud, config, copy, &sets, &changed, metrics, &mut report).await?;
-    }
+    copy::copy_sets(cloud, config, &sets, &changed, metrics, now, &mut report).await?;
     Ok(report)
 }
 

@@ -41,10 +41,11 @@ pub const PROTECTED: &str = "lifeboat:protected";
 pub const STATELESS: &str = "lifeboat:stateless";
 
 /// A released snapshot's copy in another Region: `<region>/<snapshot id>`, how it stands
-/// (`pending`, `completed`, `failed`) and how many copies were started.
+/// (`pending`, `completed`, `failed`), how many copies were started and when the last began.
 pub const COPY: &str = "lifeboat:copy";
 pub const COPY_STATE: &str = "lifeboat:copy-state";
 pub const COPY_ATTEMPTS: &str = "lifeboat:copy-attempts";
+pub const COPY_STARTED_AT: &str = "lifeboat:copy-started-at";
 /// On a copy: the snapshot it copies, and that snapshot's Region.
 pub const COPY_OF: &str = "lifeboat:copy-of";
 pub const COPY_SOURCE_REGION: &str = "lifeboat:copy-source-region";

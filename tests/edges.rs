@@ -1143,3 +1143,60 @@ async fn a_set_retention_deleted_is_recovered_from_the_recycle_bin_as_the_readme
     assert_eq!(w.ledger().entries("snapshot-purged").len(), old.len());
     w.assert_no_data_lost();
 }
+
+#[tokio::test]
+async fn a_copy_deleted_in_the_other_region_is_failed_and_made_again() {
+    // GIVEN a released set whose copies were started, one of them then deleted over there
+    let w = World::new(&[("LIFEBOAT_COPY_REGION", "us-west-2")]).await;
+    let instance = w.group("api-db", 1, &DEVICES, 900).await.remove(0);
+    w.snapshots_take(0.5, &[]);
+    assert_eq!(rescue(&w, &instance).await, Outcome::Released);
+    let ids = snapshot_ids_of(&w, &instance).await;
+    let first = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(first.copies_started, ids.len());
+    w.advance(901);
+    let source = tags_of_snapshot(&w, &ids[0]).await;
+    let copy_id = tag(&source, "lifeboat:copy")
+        .unwrap()
+        .strip_prefix("us-west-2/")
+        .unwrap()
+        .to_owned();
+    let west = aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&w.sdk)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    );
+    west.delete_snapshot()
+        .snapshot_id(&copy_id)
+        .send()
+        .await
+        .unwrap();
+    // WHEN the aftercare runs more than an hour after the copy began
+    w.advance(3600);
+    let run = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    // THEN the missing copy counts as failed and is made again; the others are done
+    assert_eq!(run.copy_failures, 1, "{run:?}");
+    assert_eq!(run.copies_started, 1);
+    let source = tags_of_snapshot(&w, &ids[0]).await;
+    assert_eq!(tag(&source, "lifeboat:copy-state"), Some("pending"));
+    assert_eq!(tag(&source, "lifeboat:copy-attempts"), Some("2"));
+    w.advance(901);
+    let done = w
+        .deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap();
+    assert_eq!(done.copied.len(), 1);
+    w.assert_no_data_lost();
+}

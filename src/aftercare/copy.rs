@@ -15,7 +15,7 @@ use tracing::{error, info, warn};
 
 use super::{AftercareReport, ReleasedSet};
 use crate::aws::{AwsError, AwsErrorKind, Cloud, SnapshotFacts, SnapshotState, StorageTier, Tags};
-use crate::config::{Config, CopySettings};
+use crate::config::Config;
 use crate::ids::{ResourceId, SnapshotId};
 use crate::report::Notice;
 use crate::tags::{self, MAX_TAGS_PER_RESOURCE};
@@ -89,12 +89,15 @@ pub fn copy_tags(source: &SnapshotFacts) -> Tags {
 pub(super) async fn copy_sets<C: Cloud>(
     cloud: &C,
     config: &Config,
-    copy: &CopySettings,
     sets: &[ReleasedSet],
     changed: &BTreeSet<usize>,
     metrics: &Metrics,
+    now: chrono::DateTime<chrono::Utc>,
     report: &mut AftercareReport,
 ) -> Result<(), AwsError> {
+    let Some(copy) = &config.copy else {
+        return Ok(());
+    };
     let region = copy.region.as_str();
     let under_way: Vec<(usize, &SnapshotFacts, SnapshotId)> = sets
         .iter()
@@ -111,9 +114,19 @@ pub(super) async fn copy_sets<C: Cloud>(
         let found = cloud.find_copies(&ids).await?;
         for (i, source, copy_id) in &under_way {
             let state = found.iter().find(|f| f.id == *copy_id).map(|f| f.state);
+            let started_at = source
+                .tags
+                .get(tags::COPY_STARTED_AT)
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            // Not listed an hour after it started: not EC2's lag (seconds) but a copy gone.
+            let gone = state.is_none()
+                && started_at.is_none_or(|at| {
+                    now - at.with_timezone(&chrono::Utc) > chrono::Duration::hours(1)
+                });
             let settled = match state {
                 Some(SnapshotState::Completed) => COMPLETED,
                 Some(SnapshotState::Error) => FAILED,
+                None if gone => FAILED,
                 // Pending, or not listed yet (EC2's eventual consistency): still under way.
                 _ => {
                     in_flight += 1;
@@ -201,6 +214,7 @@ pub(super) async fn copy_sets<C: Cloud>(
                         (tags::COPY.to_owned(), format!("{region}/{copy_id}")),
                         (tags::COPY_STATE.to_owned(), PENDING.to_owned()),
                         (tags::COPY_ATTEMPTS.to_owned(), attempt.to_string()),
+                        (tags::COPY_STARTED_AT.to_owned(), tags::timestamp(now)),
                     ])
                 }
                 Err(err) if err.is(AwsErrorKind::QuotaExceeded) || err.waiting_can_fix() => {
