@@ -109,6 +109,8 @@ pub(super) async fn copy_sets<C: Cloud>(
     let mut in_flight = 0;
     let mut done_now: BTreeSet<usize> = BTreeSet::new();
     let mut completed: BTreeSet<SnapshotId> = BTreeSet::new();
+    // Failed this run: made again in this run's starts, as any failed copy.
+    let mut failed_now: BTreeSet<SnapshotId> = BTreeSet::new();
     if !under_way.is_empty() {
         let ids: Vec<SnapshotId> = under_way.iter().map(|(_, _, c)| c.clone()).collect();
         let found = cloud.find_copies(&ids).await?;
@@ -145,6 +147,7 @@ pub(super) async fn copy_sets<C: Cloud>(
                 completed.insert(source.id.clone());
                 done_now.insert(*i);
             } else {
+                failed_now.insert(source.id.clone());
                 error!(snapshot_id = %source.id, copy_id = %copy_id, region, attempts = attempts_of(source), "the copy to the other Region failed; it is started again while attempts remain");
                 metrics.copy_failed(&sets[*i].group);
                 report.copy_failures += 1;
@@ -194,10 +197,17 @@ pub(super) async fn copy_sets<C: Cloud>(
         let wanted: Vec<&SnapshotFacts> = set
             .snapshots
             .iter()
-            .filter(|s| match state_of(s) {
-                None => true,
-                Some(FAILED) => attempts_of(s) < MAX_ATTEMPTS,
-                Some(_) => false,
+            .filter(|s| {
+                let state = if failed_now.contains(&s.id) {
+                    Some(FAILED)
+                } else {
+                    state_of(s)
+                };
+                match state {
+                    None => true,
+                    Some(FAILED) => attempts_of(s) < MAX_ATTEMPTS,
+                    Some(_) => false,
+                }
             })
             .collect();
         for source in wanted {
