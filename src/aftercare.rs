@@ -6,9 +6,10 @@
 //! snapshot without lifeboat's record. It runs on its own schedule (the aftercare event) and
 //! does a bounded amount of work: its reads — one paged `DescribeSnapshots` of the released
 //! snapshots, one paged `DescribeSnapshotTierStatus` of the moves under way, one
-//! `DescribeLifecycleHooks` per group with a set old enough — and one call per snapshot it
-//! changes, at most `LIFEBOAT_RETENTION_MAX_CHANGES` a run. Then the copies to another Region
-//! (`copy`), when one is configured.
+//! `DescribeLifecycleHooks` per group with more than one set — then one call per snapshot it
+//! changes (EC2 has no batch), at most `LIFEBOAT_RETENTION_MAX_CHANGES` a run, and one
+//! `Lifeboat Set Expired` event per set changed. Then the copies to another Region (`copy`),
+//! when one is configured.
 
 pub mod copy;
 
