@@ -208,7 +208,10 @@ class LocalAws:
         patches.tick()
         caller, region, service = _signer_of(environ)
         form = urllib.parse.parse_qs(body.decode("utf-8", "replace")) if body else {}
-        operation = (form.get("Action") or urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action") or ["?"])[0]
+        # Query protocol (EC2, Auto Scaling): the Action parameter; JSON protocol (EventBridge):
+        # the X-Amz-Target header, "AWSEvents.PutEvents".
+        target = environ.get("HTTP_X_AMZ_TARGET", "").rsplit(".", 1)[-1]
+        operation = (form.get("Action") or urllib.parse.parse_qs(environ.get("QUERY_STRING", "")).get("Action") or [target or "?"])[0]
         key = f"{service}:{operation}"
         s = st.state()
         s.calls[key] = s.calls.get(key, 0) + 1
