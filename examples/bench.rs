@@ -668,7 +668,8 @@ async fn main() {
          `ModifyInstanceAttribute` before the set, `ModifyInstanceAttribute` to give the volumes back right before \
          CONTINUE) and saves the look-up: the floor moved from 6 calls besides the polls to 8, the price of no path \
          deleting an unsaved volume — not a crash, a throttled hour, a refused `CreateSnapshots`, another hook's \
-         ABANDON nor a deleted hook.\n"
+         ABANDON nor a deleted hook. Two `PutEvents` tell the account's bus the rescue started and ended (the rescue \
+         events); they come after the work they announce and hold nothing up.\n"
     );
     doc.push_str(&table_of_calls(&rows));
     let _ = writeln!(
@@ -747,10 +748,10 @@ async fn main() {
         "\n{} calls before `CompleteLifecycleAction` (the event's snapshots, read by id — they save every volume, so no \
          second look-up —, a fresh read of the attached volumes — the invariant is checked against EC2 at that moment —, \
          and the kept-first volumes given back their DeleteOnTermination), {} from delivery to the completion; the \
-         state tag is written after. Fewer would be possible only by trusting the volumes attached when the set started \
+         state tag and the released event are written after. Fewer would be possible only by trusting the volumes attached when the set started \
          (a volume attached during the hold would be let go unsaved) or by leaving the kept volumes behind the \
          instance (billed, orphaned).",
-        event_calls.iter().filter(|(op, _)| **op != "ec2:CreateTags" && **op != "autoscaling:CompleteLifecycleAction").map(|(_, n)| n).sum::<u64>(),
+        event_calls.iter().filter(|(op, _)| !matches!(**op, "ec2:CreateTags" | "autoscaling:CompleteLifecycleAction" | "events:PutEvents")).map(|(_, n)| n).sum::<u64>(),
         delay.show("ms")
     );
 
@@ -777,7 +778,7 @@ async fn main() {
         doc,
         "One hourly aftercare run over N released sets of 3 volumes each, all 31 days old, retention deleting after 30 days \
          and keeping each group's newest 3, a copy Region configured. Its reads: the released snapshots (one paginated \
-         `DescribeSnapshots`), the group's hook (one `DescribeLifecycleHooks`), the moves between tiers under way (one \
+         `DescribeSnapshots`), the group's hook (one `DescribeLifecycleHooks`, none while the function's 5-minute hook cache holds it, as in the second row), the moves between tiers under way (one \
          `DescribeSnapshotTierStatus`). Then one call per snapshot it deletes (EC2 has no batch delete), one expiry event \
          per set, and the copies of the sets it keeps: one `CopySnapshot` and one `CreateTags` (its record) per snapshot, \
          at most 20 pending into the copy Region. Its time is the account's budget: lifeboat paces its mutating calls to its \
