@@ -767,6 +767,24 @@ fn aftercare_event() -> serde_json::Value {
     .unwrap()
 }
 
+/// One aftercare run, as its schedule triggers it; what it did.
+async fn aftercare(w: &World) -> lifeboat::aftercare::AftercareReport {
+    w.deliver(&aftercare_event())
+        .await
+        .unwrap()
+        .aftercare
+        .unwrap()
+}
+
+/// EC2 in the copy Region the tests configure.
+fn west(w: &World) -> aws_sdk_ec2::Client {
+    aws_sdk_ec2::Client::from_conf(
+        aws_sdk_ec2::config::Builder::from(&w.sdk)
+            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
+            .build(),
+    )
+}
+
 async fn tags_of_snapshot(w: &World, id: &str) -> Vec<(String, String)> {
     let reply = w
         .ec2
@@ -778,12 +796,7 @@ async fn tags_of_snapshot(w: &World, id: &str) -> Vec<(String, String)> {
     reply.snapshots()[0]
         .tags()
         .iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(support::tag_pair)
         .collect()
 }
 
@@ -803,12 +816,7 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
         Some(json!({"pending_seconds": 600, "fail": [second[0]]})),
     );
     // WHEN the aftercare runs: the copies start (the instances were released long before)
-    let started = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let started = aftercare(&w).await;
     assert_eq!(started.copies_started, first.len() + second.len());
     assert!(started.copied.is_empty(), "a copy takes time");
     let source = tags_of_snapshot(&w, &first[0]).await;
@@ -823,12 +831,7 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
         .to_owned();
     // AND once EC2 has copied them, the next run records it and says so on the bus
     w.advance(601);
-    let after = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let after = aftercare(&w).await;
     assert_eq!(after.copied.len(), 1, "{after:?}");
     assert_eq!(after.copied[0].instance_id, instances[0]);
     assert_eq!(after.copy_failures, 1);
@@ -858,11 +861,7 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
         .collect();
     assert!(told.iter().any(|k| k == "Lifeboat Set Copied"), "{told:?}");
     // The copy in us-west-2 carries the set's label, so the operator can list and restore it there.
-    let west = aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&w.sdk)
-            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
-            .build(),
-    );
+    let west = west(&w);
     let copy = west
         .describe_snapshots()
         .snapshot_ids(&copy_id)
@@ -872,12 +871,7 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
     let copy_tags: Vec<(String, String)> = copy.snapshots()[0]
         .tags()
         .iter()
-        .map(|t| {
-            (
-                t.key().unwrap_or_default().to_owned(),
-                t.value().unwrap_or_default().to_owned(),
-            )
-        })
+        .map(support::tag_pair)
         .collect();
     assert_eq!(tag(&copy_tags, "lifeboat:copy-of"), Some(first[0].as_str()));
     assert_eq!(
@@ -940,12 +934,7 @@ async fn each_released_set_is_copied_to_the_other_region_and_a_failed_copy_is_re
     }
     // AND the copy made again completes
     w.advance(601);
-    let last = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let last = aftercare(&w).await;
     assert_eq!(last.copied.len(), 1);
     assert_eq!(last.copied[0].instance_id, instances[1]);
     w.assert_no_data_lost();
@@ -961,38 +950,18 @@ async fn no_more_than_twenty_copies_are_pending_into_one_region() {
     w.snapshots_take(0.5, &[]);
     assert_eq!(rescue(&w, &instance).await, Outcome::Released);
     // WHEN the aftercare runs: 20 copies start, as many as EC2 lets pend into one Region
-    let first = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let first = aftercare(&w).await;
     assert_eq!(first.copies_started, 20);
     assert!(first.errors.is_empty(), "{:?}", first.errors);
     // THEN a run while they pend starts none (EC2 would refuse the 21st)
-    let waiting = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let waiting = aftercare(&w).await;
     assert_eq!(waiting.copies_started, 0);
     // AND once they are done, the other four follow, and the set is copied whole
     w.advance(901);
-    let rest = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let rest = aftercare(&w).await;
     assert_eq!(rest.copies_started, 4);
     w.advance(901);
-    let done = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let done = aftercare(&w).await;
     assert_eq!(done.copied.len(), 1);
     assert_eq!(done.copied[0].copies.len(), 24);
     w.assert_no_data_lost();
@@ -1070,12 +1039,7 @@ async fn a_set_retention_deleted_is_recovered_from_the_recycle_bin_as_the_readme
     w.advance(31 * DAY);
     assert_eq!(rescue(&w, &instances[1]).await, Outcome::Released);
     let old = snapshot_ids_of(&w, &instances[0]).await;
-    let done = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let done = aftercare(&w).await;
     assert_eq!(done.deleted.len(), 1);
     assert!(snapshot_ids_of(&w, &instances[0]).await.is_empty());
     // WHEN the operator recovers it as the README says
@@ -1111,12 +1075,7 @@ async fn a_set_retention_deleted_is_recovered_from_the_recycle_bin_as_the_readme
     assert!(sets[0].is_complete());
     // AND a set left in the bin past its days is gone for good
     w.advance(DAY);
-    let done = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let done = aftercare(&w).await;
     assert_eq!(
         done.deleted.len(),
         1,
@@ -1137,12 +1096,7 @@ async fn a_copy_deleted_in_the_other_region_is_failed_and_made_again() {
     w.snapshots_take(0.5, &[]);
     assert_eq!(rescue(&w, &instance).await, Outcome::Released);
     let ids = snapshot_ids_of(&w, &instance).await;
-    let first = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let first = aftercare(&w).await;
     assert_eq!(first.copies_started, ids.len());
     w.advance(901);
     let source = tags_of_snapshot(&w, &ids[0]).await;
@@ -1151,11 +1105,7 @@ async fn a_copy_deleted_in_the_other_region_is_failed_and_made_again() {
         .strip_prefix("us-west-2/")
         .unwrap()
         .to_owned();
-    let west = aws_sdk_ec2::Client::from_conf(
-        aws_sdk_ec2::config::Builder::from(&w.sdk)
-            .region(aws_sdk_ec2::config::Region::new("us-west-2"))
-            .build(),
-    );
+    let west = west(&w);
     west.delete_snapshot()
         .snapshot_id(&copy_id)
         .send()
@@ -1163,12 +1113,7 @@ async fn a_copy_deleted_in_the_other_region_is_failed_and_made_again() {
         .unwrap();
     // WHEN the aftercare runs more than an hour after the copy began
     w.advance(3600);
-    let run = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let run = aftercare(&w).await;
     // THEN the missing copy counts as failed and is made again; the others are done
     assert_eq!(run.copy_failures, 1, "{run:?}");
     assert_eq!(run.copies_started, 1);
@@ -1176,12 +1121,7 @@ async fn a_copy_deleted_in_the_other_region_is_failed_and_made_again() {
     assert_eq!(tag(&source, "lifeboat:copy-state"), Some("pending"));
     assert_eq!(tag(&source, "lifeboat:copy-attempts"), Some("2"));
     w.advance(901);
-    let done = w
-        .deliver(&aftercare_event())
-        .await
-        .unwrap()
-        .aftercare
-        .unwrap();
+    let done = aftercare(&w).await;
     assert_eq!(done.copied.len(), 1);
     w.assert_no_data_lost();
 }

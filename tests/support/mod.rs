@@ -400,12 +400,7 @@ impl World {
             .await
             .tags()
             .iter()
-            .map(|t| {
-                (
-                    t.key().unwrap_or_default().to_owned(),
-                    t.value().unwrap_or_default().to_owned(),
-                )
-            })
+            .map(tag_pair)
             .collect()
     }
 
@@ -660,15 +655,7 @@ pub async fn snapshots_of(
             (
                 s.snapshot_id().unwrap_or_default().to_owned(),
                 s.state().map(|s| s.as_str().to_owned()).unwrap_or_default(),
-                s.tags()
-                    .iter()
-                    .map(|t| {
-                        (
-                            t.key().unwrap_or_default().to_owned(),
-                            t.value().unwrap_or_default().to_owned(),
-                        )
-                    })
-                    .collect(),
+                s.tags().iter().map(tag_pair).collect(),
             )
         })
         .collect()
@@ -712,6 +699,14 @@ pub fn devices(count: usize) -> Vec<String> {
         .chain(letters(b'b').map(|c| format!("/dev/xvd{c}")))
         .take(count)
         .collect()
+}
+
+/// An EC2 tag as (key, value).
+pub fn tag_pair(t: &aws_sdk_ec2::types::Tag) -> (String, String) {
+    (
+        t.key().unwrap_or_default().to_owned(),
+        t.value().unwrap_or_default().to_owned(),
+    )
 }
 
 pub fn tag<'a>(tags: &'a [(String, String)], key: &str) -> Option<&'a str> {
