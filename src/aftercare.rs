@@ -136,6 +136,16 @@ pub fn plan(
     now: DateTime<Utc>,
     max_changes: usize,
 ) -> Vec<Planned> {
+    within(due(sets, retention_of, moving, now), max_changes).0
+}
+
+/// Every change due now, oldest sets first.
+fn due(
+    sets: &[ReleasedSet],
+    retention_of: impl Fn(&GroupName) -> Retention,
+    moving: &BTreeSet<SnapshotId>,
+    now: DateTime<Utc>,
+) -> Vec<Planned> {
     let mut by_group: BTreeMap<&GroupName, Vec<usize>> = BTreeMap::new();
     for (i, set) in sets.iter().enumerate() {
         by_group.entry(&set.group).or_default().push(i);
@@ -184,16 +194,24 @@ pub fn plan(
         }
     }
     due.sort_by_key(|p| sets[p.set].taken_at);
+    due
+}
+
+/// The changes of `due` one run makes, at most `max_changes` snapshots, and how many it leaves
+/// to the next run.
+fn within(due: Vec<Planned>, max_changes: usize) -> (Vec<Planned>, usize) {
     let mut budget = max_changes;
     let mut chosen = Vec::new();
+    let mut deferred = 0;
     for planned in due {
         if planned.snapshots.len() > budget && !(chosen.is_empty() && budget == max_changes) {
+            deferred += 1;
             continue;
         }
         budget = budget.saturating_sub(planned.snapshots.len());
         chosen.push(planned);
     }
-    chosen
+    (chosen, deferred)
 }
 
 /// What one aftercare run did.
@@ -277,9 +295,11 @@ async fn retain<C: Cloud>(
     }
     let moving = cloud.tiering_under_way().await?;
     let retention = |g: &GroupName| retention_of.get(g).copied().unwrap_or(Retention::OFF);
-    let planned = plan(sets, retention, &moving, now, config.retention_max_changes);
-    let due_total = plan(sets, retention, &moving, now, usize::MAX).len();
-    report.deferred = due_total - planned.len();
+    let (planned, deferred) = within(
+        due(sets, retention, &moving, now),
+        config.retention_max_changes,
+    );
+    report.deferred = deferred;
     for change in planned {
         let set = &sets[change.set];
         changed.insert(change.set);
