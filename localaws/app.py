@@ -48,6 +48,7 @@ import urllib.parse
 import uuid
 
 from . import edges
+from . import iam
 from . import patches
 from . import state as st
 from . import throttle
@@ -72,6 +73,17 @@ def _signer_of(environ) -> tuple[str, str, str]:
         if len(scope) >= 4:
             return scope[0], scope[2], scope[3]
     return "unknown", "unknown", "unknown"
+
+
+def _error_response(service, status, code, message, start_response):
+    request_id = str(uuid.uuid4())
+    if service == "ec2":
+        body = EC2_ERROR.format(code=code, message=message, request_id=request_id)
+    else:
+        body = QUERY_ERROR.format(type="Sender", code=code, message=message, request_id=request_id)
+    data = body.encode()
+    start_response(status, [("Content-Type", "text/xml"), ("Content-Length", str(len(data)))])
+    return [data]
 
 
 def _fault_response(service, kind, start_response):
@@ -218,6 +230,13 @@ class LocalAws:
         if not throttle.admit(service, operation, form, caller, region):
             s.throttled[key] = s.throttled.get(key, 0) + 1
             return _fault_response(service, "throttle", start_response)
+        refused = iam.refusal(service, operation, form, caller)
+        if refused is not None:
+            return _error_response(service, *refused, start_response)
+        if iam.dry_run(service, form):
+            return _error_response(
+                service, "412 Precondition Failed", "DryRunOperation", "Request would have succeeded, but DryRun flag is set.", start_response
+            )
         kind = _injected_fault(service, operation)
         if kind == "lost":
             return _lost_response(self.moto_app, environ, start_response, service, key)
