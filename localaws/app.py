@@ -33,6 +33,9 @@ would (`throttle`), and injects the configured faults before moto sees the reque
   GET  /_localaws/throttle                the throttling buckets and each caller's use of them
   POST /_localaws/summary                 {"kinds": ["action-completed"]}: the ledger's counts by
                                            kind, those entries, the counters, the emulator's time
+  POST /_localaws/function                {"deliver": true, "sweep_seconds": 60, "timeout_seconds": 900}:
+                                           EventBridge invokes the real function through the Lambda
+                                           runtime API served here (function.py) -> its counts
   GET  /_localaws/outbox                  the queued EventBridge events (kept)
   POST /_localaws/outbox/take             the queued events, removed: deliver them or drop them
   GET  /_localaws/ledger                  {"entries": [...], "calls": {"ec2:CreateSnapshots": n},
@@ -48,6 +51,7 @@ import urllib.parse
 import uuid
 
 from . import edges
+from . import function
 from . import iam
 from . import patches
 from . import state as st
@@ -192,6 +196,11 @@ class LocalAws:
         self.moto_app = moto_app
 
     def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path.startswith("/2018-06-01/runtime/"):
+            # The Lambda runtime API waits for events without holding the lock.
+            body = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
+            return function.serve(environ, start_response, path, body)
         arrived = time.perf_counter()
         with st.LOCK:
             started = time.perf_counter()
@@ -325,6 +334,10 @@ class LocalAws:
             s.offset += float(args["seconds"])
             patches.tick()
             return _json(start_response, {"now": st.now()})
+        if path == "/_localaws/function":
+            if method == "POST":
+                function.configure(args)
+            return _json(start_response, function.report())
         if path == "/_localaws/outbox":
             return _json(start_response, {"events": s.outbox})
         if path == "/_localaws/outbox/take" and method == "POST":

@@ -2,7 +2,8 @@
 recorded in the ledger (`event-published`) for the tests to read; an entry larger than 256 KB
 fails on its own with the answer still 200 ("Amazon EventBridge events": an entry's size is at
 most 256 KB; "PutEvents", Amazon EventBridge API Reference: FailedEntryCount and each entry's
-ErrorCode), which moto does not check. Ten entries a request is moto's own check.
+ErrorCode), which moto does not check. Ten entries a request is moto's own check. A schedule
+rule matches no event put on the bus.
 """
 
 import json
@@ -41,5 +42,18 @@ def put_events(self, events):
     return entries
 
 
+_original_send_to_targets = events_models.Rule.send_to_targets
+
+
+def send_to_targets(self, event, transform_input=True):
+    # A rule has an event pattern or a schedule ("Creating rules that run on a schedule in
+    # Amazon EventBridge"): a schedule rule matches no event put on the bus; moto's empty
+    # pattern matched every one.
+    if self.scheduled_expression:
+        return
+    return _original_send_to_targets(self, event, transform_input)
+
+
 def apply():
     events_models.EventsBackend.put_events = put_events
+    events_models.Rule.send_to_targets = send_to_targets

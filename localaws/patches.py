@@ -43,6 +43,7 @@ EC2 (the limits, the visibility lag and the one clock are in `edges`)
 
 import heapq
 import math
+import time
 import uuid
 
 from moto.autoscaling import models as asg_models
@@ -343,6 +344,10 @@ def _terminate(backend, group, instance_state):
     warm = _warm(group)
     warm[:] = [s for s in warm if s is not instance_state]
     backend.ec2_backend.terminate_instances([instance_state.instance.id])
+    # DescribeInstances' StateTransitionReason says when, on the emulator's clock (moto writes
+    # the wall clock's): "User initiated (YYYY-MM-DD hh:mm:ss GMT)", to the second, as EC2's
+    # ("InstanceStateChangeReason"/StateTransitionReason, Amazon EC2 API reference, "Instance").
+    instance_state.instance._reason = f"User initiated ({time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(st.now()))} GMT)"
 
 
 def _close(action, result, by):
@@ -736,6 +741,7 @@ def tick_snapshots() -> None:
             continue
         snapshot.status = fate
         snapshot.localaws_progress = "100%" if fate == "completed" else "0%"
+        snapshot.localaws_completed_at = t
         st.record(f"snapshot-{fate}", snapshot=snapshot.id, volume=snapshot.volume.id)
         if plan.request_id is not None:
             touched.add(plan.request_id)
@@ -806,6 +812,13 @@ def _progress(snapshot):
     return getattr(snapshot, "localaws_progress", "100%")
 
 
+def _completion_time(snapshot):
+    """DescribeSnapshots' CompletionTime ("Snapshot", Amazon EC2 API reference: when the
+    snapshot was completed), on the emulator's clock; none while it is pending."""
+    at = getattr(snapshot, "localaws_completed_at", None)
+    return None if at is None or snapshot.status != "completed" else edges.start_time(at)
+
+
 def ebs_backends():
     from moto.ec2.models import ec2_backends
 
@@ -840,6 +853,7 @@ def apply() -> None:
     ebs.EBSBackend.create_snapshots = create_snapshots
     ebs.EBSBackend.delete_volume = delete_volume
     ebs.Snapshot.progress = property(_progress)
+    ebs.Snapshot.completion_time = property(_completion_time)
     # CreateSnapshots answers SnapshotInfo, whose State moto would leave out.
     ebs.Snapshot.state = property(lambda self: self.status)
     ElasticBlockStore.create_snapshots = create_snapshots_response

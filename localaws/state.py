@@ -134,6 +134,7 @@ class State:
     faults: list[FaultRule] = field(default_factory=list)
     rng: random.Random = field(default_factory=lambda: random.Random(7))
     outbox: list[dict] = field(default_factory=list)
+    function: dict | None = None  # EventBridge delivering to the real function (function.py)
     ledger: list[dict] = field(default_factory=list)
     ledger_kinds: dict[str, int] = field(default_factory=dict)  # kind -> entries of that kind
     calls: dict[str, int] = field(default_factory=dict)  # "ec2:CreateSnapshots" -> n
