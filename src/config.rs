@@ -115,6 +115,11 @@ pub const ENV_VARS: &[EnvVar] = &[
         meaning: "The KMS key (ARN) in the copy Region that encrypts copies of encrypted snapshots; empty uses that Region's default EBS key.",
     },
     EnvVar {
+        name: "LIFEBOAT_ENCRYPTION_KEYS",
+        default: "",
+        meaning: "The customer managed KMS keys (ARNs, comma-separated) the function's role may use through EC2, as the template's EncryptionKeyArns: `lifeboat drill` checks each encrypted volume's key against them.",
+    },
+    EnvVar {
         name: "LIFEBOAT_RETENTION_ARCHIVE_AFTER_DAYS",
         default: "0",
         meaning: "Move a released set older than this many days to the EBS snapshot archive tier (0-36500; 0: never).",
@@ -262,6 +267,9 @@ pub struct Config {
     pub event_bus: Option<String>,
     /// The Region released sets are copied to, and the key there for encrypted ones.
     pub copy: Option<CopySettings>,
+    /// The customer managed keys the role may use through EC2 (`EncryptionKeyArns`): what
+    /// `lifeboat drill` checks volumes' keys against; a rescue does not read it.
+    pub encryption_keys: Vec<String>,
 }
 
 /// Where released sets are copied.
@@ -349,6 +357,7 @@ impl Config {
             event_bus: Some(read("LIFEBOAT_EVENT_BUS").text(0, 1600)?)
                 .filter(|bus| !bus.trim().is_empty()),
             copy: copy_settings(read("LIFEBOAT_COPY_REGION"), read("LIFEBOAT_COPY_KMS_KEY"))?,
+            encryption_keys: read("LIFEBOAT_ENCRYPTION_KEYS").list(key_arn)?,
         })
     }
 
@@ -442,6 +451,26 @@ impl Var {
             .filter(|item| !item.is_empty())
             .map(|item| parse(item).map_err(|err| self.error(err.to_string())))
             .collect()
+    }
+}
+
+/// A KMS key ARN: `arn:<partition>:kms:<region>:<account>:key/<id>`.
+fn key_arn(text: &str) -> Result<String, InvalidId> {
+    let parts: Vec<&str> = text.splitn(6, ':').collect();
+    if parts.len() == 6
+        && parts[0] == "arn"
+        && parts[2] == "kms"
+        && parts[5].starts_with("key/")
+        && parts[5].len() > 4
+        && !text.contains(char::is_whitespace)
+    {
+        Ok(text.to_owned())
+    } else {
+        Err(InvalidId::new(
+            "KMS key ARN",
+            text,
+            "expected arn:aws:kms:REGION:ACCOUNT:key/ID",
+        ))
     }
 }
 

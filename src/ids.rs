@@ -26,7 +26,7 @@ pub struct InvalidId {
 }
 
 impl InvalidId {
-    fn new(kind: &'static str, value: &str, reason: &'static str) -> Self {
+    pub fn new(kind: &'static str, value: &str, reason: &'static str) -> Self {
         let value: String = value.chars().take(80).collect();
         Self {
             kind,

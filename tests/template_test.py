@@ -203,7 +203,7 @@ class TemplateMatchesTheConfiguration(unittest.TestCase):
         env = template["Resources"]["Function"]["Properties"]["Environment"]["Variables"]
         parameters = template["Parameters"]
         variables = config_variables()
-        self.assertEqual(len(variables), 23)
+        self.assertEqual(len(variables), 24)
         self.assertEqual(set(env), {name for name, _ in variables}, "environment and src/config.rs differ")
         for name, default in variables:
             reference = env[name]
@@ -292,13 +292,15 @@ class TemplateShape(unittest.TestCase):
 
 KEYS = "arn:aws:kms:us-east-1:123456789012:key/1111aaaa,arn:aws:kms:us-east-1:123456789012:key/2222bbbb"
 GROUP_ARN = "arn:*:autoscaling:*:*:autoScalingGroup:*:autoScalingGroupName/"
-# A copy in another Region with its own key, retention that deletes (the Recycle Bin rule), and
-# fail-safes by email: every resource and statement the after-the-rescue parameters add.
+# A copy in another Region with its own key, retention that deletes (the Recycle Bin rule),
+# fail-safes by email and an operator's role that may drill: every resource and statement the
+# after-the-rescue and drill parameters add.
 AFTER_THE_RESCUE = {
     "CopyRegion": "us-west-2",
     "CopyKmsKeyArn": "arn:aws:kms:us-west-2:123456789012:key/3333cccc",
     "RetentionDeleteAfterDays": "30",
     "FailSafeEmail": "ops@example.com",
+    "DrillPrincipalArn": "arn:aws:iam::123456789012:role/operator",
 }
 
 
