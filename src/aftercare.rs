@@ -406,6 +406,7 @@ mod tests {
                 tags: label.tags(),
                 tier: StorageTier::Standard,
                 restore_expiry: None,
+                completed_at: None,
             })
             .collect()
     }

@@ -143,6 +143,7 @@ fn snapshot_facts(snapshot: &Snapshot) -> Result<SnapshotFacts, AwsError> {
                 .unwrap_or_default(),
         ),
         restore_expiry: snapshot.restore_expiry_time().and_then(to_chrono),
+        completed_at: snapshot.completion_time().and_then(to_chrono),
     })
 }
 
@@ -159,6 +160,7 @@ fn snapshot_info_facts(info: &SnapshotInfo) -> Result<SnapshotFacts, AwsError> {
         tags: tags_of(info.tags()),
         tier: StorageTier::Standard,
         restore_expiry: None,
+        completed_at: None,
     })
 }
 
@@ -447,6 +449,7 @@ impl SnapshotStore for Ec2Adapter {
             tags: tags_of(reply.tags()),
             tier: StorageTier::Standard,
             restore_expiry: None,
+            completed_at: None,
         })
     }
 }

@@ -569,6 +569,7 @@ impl FakeCloud {
             tags,
             tier: crate::aws::StorageTier::Standard,
             restore_expiry: None,
+            completed_at: None,
         };
         world.snapshots.insert(
             id,

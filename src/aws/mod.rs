@@ -5,6 +5,7 @@
 pub mod autoscaling;
 pub mod budget;
 pub mod client;
+pub mod drill;
 pub mod ec2;
 mod error;
 pub mod events;
@@ -130,6 +131,8 @@ pub struct SnapshotFacts {
     /// is set).
     pub tier: StorageTier,
     pub restore_expiry: Option<DateTime<Utc>>,
+    /// When EC2 says the snapshot completed (`CompletionTime`); none while it is pending.
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// An EBS snapshot's storage tier ("Archive Amazon EBS snapshots", Amazon EBS User Guide).

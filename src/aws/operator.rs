@@ -128,13 +128,37 @@ impl OperatorAws {
 
     /// The standard environment, in `region` when one is given.
     pub async fn in_region(region: Option<String>) -> Self {
+        Self::new(&Self::config_in(region).await)
+    }
+
+    /// The standard environment's SDK configuration, in `region` when one is given.
+    pub async fn config_in(region: Option<String>) -> aws_config::SdkConfig {
         let loader =
             super::client::tuned(aws_config::defaults(aws_config::BehaviorVersion::latest()));
         let loader = match region {
             Some(region) => loader.region(aws_config::Region::new(region)),
             None => loader,
         };
-        Self::new(&loader.load().await)
+        loader.load().await
+    }
+
+    /// The Regions enabled for the account (`DescribeRegions` without AllRegions: those that
+    /// need no opt-in and those opted in), sorted.
+    pub async fn enabled_regions(&self) -> Result<Vec<String>, AwsError> {
+        let reply = self
+            .ec2
+            .describe_regions()
+            .send()
+            .await
+            .map_err(|err| AwsError::from_sdk("DescribeRegions", err))?;
+        let mut names: Vec<String> = reply
+            .regions()
+            .iter()
+            .filter(|r| r.opt_in_status().is_none_or(|s| s != "not-opted-in"))
+            .filter_map(|r| r.region_name().map(str::to_owned))
+            .collect();
+        names.sort();
+        Ok(names)
     }
 
     /// Lifeboat's snapshots in `scope`, as one paginated `DescribeSnapshots` per 200 values.

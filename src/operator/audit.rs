@@ -43,9 +43,28 @@ impl Severity {
     }
 }
 
+/// What a finding is about, for the checks that group them (`lifeboat drill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Concern {
+    /// No termination hook, or none lifeboat serves.
+    Hook,
+    HeartbeatTimeout,
+    DefaultResult,
+    /// The hook's NotificationMetadata overrides.
+    Overrides,
+    GlobalLimit,
+    /// The group is not tagged lifeboat:protected.
+    GroupTag,
+    RetainOnAbandon,
+    /// Volumes that die with their instance.
+    Volumes,
+}
+
 /// One risk found.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
+    pub concern: Concern,
     pub severity: Severity,
     pub group: String,
     /// What it is about: the group, a hook, an instance.
@@ -81,8 +100,9 @@ pub struct GroupFacts {
 pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>) -> Vec<Finding> {
     let group = facts.group.name.as_str();
     let mut found = Vec::new();
-    let mut add = |severity, subject: String, finding: String, fix: String| {
+    let mut add = |concern, severity, subject: String, finding: String, fix: String| {
         found.push(Finding {
+            concern,
             severity,
             group: group.to_owned(),
             subject,
@@ -113,6 +133,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         .collect();
     if terminating.is_empty() {
         add(
+            Concern::Hook,
             Severity::High,
             "group".into(),
             "no termination lifecycle hook: a scale-in, health replacement or refresh deletes the instances' volumes at once".into(),
@@ -121,6 +142,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
     } else if reaching.is_empty() {
         let names: Vec<String> = terminating.iter().map(|h| h.name.to_string()).collect();
         add(
+            Concern::Hook,
             Severity::High,
             format!("hook {}", names.join(", ")),
             format!(
@@ -146,6 +168,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         let holds = hook.heartbeat_timeout >= needed;
         if !holds {
             add(
+                Concern::HeartbeatTimeout,
                 Severity::High,
                 subject.clone(),
                 format!(
@@ -162,6 +185,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         let abandons = hook.default_result == "ABANDON";
         if !abandons {
             add(
+                Concern::DefaultResult,
                 Severity::High,
                 subject.clone(),
                 format!(
@@ -176,6 +200,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         }
         if let Err(err) = check_overrides(hook.notification_metadata.as_deref()) {
             add(
+                Concern::Overrides,
                 Severity::Medium,
                 subject.clone(),
                 format!("{err}; lifeboat would ignore the group's overrides and rescue with the safest settings"),
@@ -187,6 +212,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         }
         if hook.global_timeout < SHORT_GLOBAL_LIMIT {
             add(
+                Concern::GlobalLimit,
                 Severity::Low,
                 subject.clone(),
                 format!(
@@ -203,6 +229,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
     }
     if !reaching.is_empty() && !facts.group.tagged_protected {
         add(
+            Concern::GroupTag,
             Severity::Medium,
             "group".into(),
             format!(
@@ -215,6 +242,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
     }
     if !facts.group.retains_on_hook_abandon {
         add(
+            Concern::RetainOnAbandon,
             Severity::Medium,
             "group".into(),
             "the instance lifecycle policy does not retain on abandon: if lifeboat is down when the hook times out, ABANDON still terminates the instance and deletes its delete-on-termination volumes".into(),
@@ -268,6 +296,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         };
         if !stale.is_empty() {
             add(
+                Concern::Volumes,
                 if protected { Severity::Medium } else { Severity::High },
                 instance.id.to_string(),
                 format!(
@@ -288,6 +317,7 @@ pub fn findings(facts: &GroupFacts, settings: &AuditSettings, now: DateTime<Utc>
         }
         if !fresh.is_empty() {
             add(
+                Concern::Volumes,
                 Severity::Low,
                 instance.id.to_string(),
                 format!(
@@ -383,9 +413,34 @@ pub async fn audit(
     Ok((groups.len(), all))
 }
 
+/// The table's columns.
+pub const HEADERS: [&str; 4] = ["SEVERITY", "GROUP", "SUBJECT", "FINDING"];
+
 /// The findings as text: a table, each fix under its finding, and a count.
 pub fn render(groups: usize, findings: &[Finding]) -> String {
-    let rows: Vec<Vec<String>> = findings
+    let mut out = if findings.is_empty() {
+        String::new()
+    } else {
+        table::render(&HEADERS, &rows(findings))
+    };
+    out.push_str(&count(groups, findings));
+    out
+}
+
+/// How many groups, and findings of each severity.
+pub fn count(groups: usize, findings: &[Finding]) -> String {
+    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
+    format!(
+        "\n{groups} group(s) audited: {} high, {} medium, {} low\n",
+        count(Severity::High),
+        count(Severity::Medium),
+        count(Severity::Low)
+    )
+}
+
+/// The table's rows: each finding, and its fix on the row under it.
+pub fn rows(findings: &[Finding]) -> Vec<Vec<String>> {
+    findings
         .iter()
         .flat_map(|f| {
             [
@@ -403,20 +458,7 @@ pub fn render(groups: usize, findings: &[Finding]) -> String {
                 ],
             ]
         })
-        .collect();
-    let mut out = if findings.is_empty() {
-        String::new()
-    } else {
-        table::render(&["SEVERITY", "GROUP", "SUBJECT", "FINDING"], &rows)
-    };
-    let count = |s: Severity| findings.iter().filter(|f| f.severity == s).count();
-    out.push_str(&format!(
-        "\n{groups} group(s) audited: {} high, {} medium, {} low\n",
-        count(Severity::High),
-        count(Severity::Medium),
-        count(Severity::Low)
-    ));
-    out
+        .collect()
 }
 
 #[cfg(test)]

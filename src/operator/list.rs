@@ -299,13 +299,34 @@ pub fn encryption(encrypted: bool, kms_key_id: Option<&str>) -> String {
     }
 }
 
+/// The table's columns.
+pub const HEADERS: [&str; 13] = [
+    "INSTANCE",
+    "GROUP",
+    "STARTED",
+    "RESULT",
+    "DEVICE",
+    "VOLUME",
+    "SNAPSHOT",
+    "STATE",
+    "SIZE",
+    "TIER",
+    "COPY",
+    "EXPIRES",
+    "ENCRYPTED",
+];
+
 /// The sets as a table: one line per device, the set's columns on each.
 pub fn render(sets: &[RescuedSet]) -> String {
     if sets.is_empty() {
         return "no rescued sets\n".into();
     }
-    let rows: Vec<Vec<String>> = sets
-        .iter()
+    table::render(&HEADERS, &rows(sets))
+}
+
+/// The table's rows: one per device of each set.
+pub fn rows(sets: &[RescuedSet]) -> Vec<Vec<String>> {
+    sets.iter()
         .flat_map(|set| {
             set.volumes.iter().map(move |v| {
                 vec![
@@ -336,25 +357,7 @@ pub fn render(sets: &[RescuedSet]) -> String {
                 ]
             })
         })
-        .collect();
-    table::render(
-        &[
-            "INSTANCE",
-            "GROUP",
-            "STARTED",
-            "RESULT",
-            "DEVICE",
-            "VOLUME",
-            "SNAPSHOT",
-            "STATE",
-            "SIZE",
-            "TIER",
-            "COPY",
-            "EXPIRES",
-            "ENCRYPTED",
-        ],
-        &rows,
-    )
+        .collect()
 }
 
 /// A snapshot state as its snake-case name.
@@ -401,6 +404,7 @@ mod tests {
             tags,
             tier: crate::aws::StorageTier::Standard,
             restore_expiry: None,
+            completed_at: None,
         }
     }
 

@@ -4,7 +4,9 @@
 //! it found in lifeboat's types for the binary to print as a table or as JSON.
 
 pub mod audit;
+pub mod drill;
 pub mod list;
+pub mod regions;
 pub mod restore;
 pub mod table;
 pub mod watch;

@@ -239,6 +239,44 @@ impl World {
         data_type: VolumeType,
         heartbeat_timeout: i32,
     ) -> Vec<String> {
+        self.group_in(
+            REGION,
+            name,
+            size,
+            devices,
+            data_type,
+            heartbeat_timeout,
+            DATA_KEY,
+        )
+        .await
+    }
+
+    /// The SDK configuration of these tests, in another Region of the same local AWS.
+    pub fn sdk_in(&self, region: &str) -> aws_config::SdkConfig {
+        self.sdk
+            .to_builder()
+            .region(aws_config::Region::new(region.to_owned()))
+            .build()
+    }
+
+    /// A group like `group_of`'s, in `region` (its zone `<region>a`), its data volumes
+    /// encrypted with `key`.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn group_in(
+        &self,
+        region: &str,
+        name: &str,
+        size: i32,
+        devices: &[&str],
+        data_type: VolumeType,
+        heartbeat_timeout: i32,
+        key: &str,
+    ) -> Vec<String> {
+        let config = self.sdk_in(region);
+        let (ec2, asg) = (
+            aws_sdk_ec2::Client::new(&config),
+            aws_sdk_autoscaling::Client::new(&config),
+        );
         let mut data = RequestLaunchTemplateData::builder()
             .image_id("ami-0123456789abcdef0")
             .instance_type("m5.large".into());
@@ -262,21 +300,19 @@ impl World {
                             .delete_on_termination(true)
                             // The data volumes are encrypted with a customer managed key.
                             .encrypted(i > 0)
-                            .set_kms_key_id((i > 0).then(|| DATA_KEY.to_owned()))
+                            .set_kms_key_id((i > 0).then(|| key.to_owned()))
                             .build(),
                     )
                     .build(),
             );
         }
-        self.ec2
-            .create_launch_template()
+        ec2.create_launch_template()
             .launch_template_name(format!("{name}-template"))
             .launch_template_data(data.build())
             .send()
             .await
             .expect("launch template");
-        self.asg
-            .create_auto_scaling_group()
+        asg.create_auto_scaling_group()
             .auto_scaling_group_name(name)
             .launch_template(
                 LaunchTemplateSpecification::builder()
@@ -286,12 +322,11 @@ impl World {
             .min_size(0)
             .max_size(size + 10)
             .desired_capacity(size)
-            .availability_zones("us-east-1a")
+            .availability_zones(format!("{region}a"))
             .send()
             .await
             .expect("group");
-        self.asg
-            .put_lifecycle_hook()
+        asg.put_lifecycle_hook()
             .auto_scaling_group_name(name)
             .lifecycle_hook_name("lifeboat")
             .lifecycle_transition("autoscaling:EC2_INSTANCE_TERMINATING")
@@ -300,23 +335,11 @@ impl World {
             .send()
             .await
             .expect("hook");
-        self.instances(name, LifecycleState::InService).await
+        instances_of(&asg, name, LifecycleState::InService).await
     }
 
     pub async fn instances(&self, group: &str, state: LifecycleState) -> Vec<String> {
-        let groups = self
-            .asg
-            .describe_auto_scaling_groups()
-            .auto_scaling_group_names(group)
-            .send()
-            .await
-            .expect("describe group");
-        groups.auto_scaling_groups()[0]
-            .instances()
-            .iter()
-            .filter(|i| i.lifecycle_state() == Some(&state))
-            .filter_map(|i| i.instance_id().map(str::to_owned))
-            .collect()
+        instances_of(&self.asg, group, state).await
     }
 
     /// One instance as EC2 describes it.
@@ -632,6 +655,26 @@ impl Ledger {
 }
 
 /// Snapshots of a volume, as EC2 lists them: (id, state, tags).
+/// The instances of `group` in `state`, through this Region's Auto Scaling client.
+pub async fn instances_of(
+    asg: &aws_sdk_autoscaling::Client,
+    group: &str,
+    state: LifecycleState,
+) -> Vec<String> {
+    let groups = asg
+        .describe_auto_scaling_groups()
+        .auto_scaling_group_names(group)
+        .send()
+        .await
+        .expect("describe group");
+    groups.auto_scaling_groups()[0]
+        .instances()
+        .iter()
+        .filter(|i| i.lifecycle_state() == Some(&state))
+        .filter_map(|i| i.instance_id().map(str::to_owned))
+        .collect()
+}
+
 pub async fn snapshots_of(
     ec2: &aws_sdk_ec2::Client,
     volume: &str,
