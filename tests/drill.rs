@@ -56,6 +56,8 @@ struct Flaws {
     no_retention: bool,
     /// The data key is disabled.
     key_disabled: bool,
+    /// The group is not tagged lifeboat:protected (the role's default scope).
+    untagged: bool,
 }
 
 /// A raw AWS query call the SDKs of this crate do not have (IAM): moto reads the service from
@@ -117,20 +119,22 @@ async fn deploy(w: &World, flaws: &Flaws) -> (String, String) {
         )
         .await
         .remove(0);
-    w.asg
-        .create_or_update_tags()
-        .tags(
-            aws_sdk_autoscaling::types::Tag::builder()
-                .resource_id(GROUP)
-                .resource_type("auto-scaling-group")
-                .key("lifeboat:protected")
-                .value("true")
-                .propagate_at_launch(false)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    if !flaws.untagged {
+        w.asg
+            .create_or_update_tags()
+            .tags(
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .resource_id(GROUP)
+                    .resource_type("auto-scaling-group")
+                    .key("lifeboat:protected")
+                    .value("true")
+                    .propagate_at_launch(false)
+                    .build(),
+            )
+            .send()
+            .await
+            .unwrap();
+    }
     if !flaws.no_retention {
         w.asg
             .update_auto_scaling_group()
@@ -349,7 +353,7 @@ async fn preflight_passes_a_sound_deployment_and_changes_nothing() {
 async fn preflight_names_each_broken_part_with_its_fix() {
     let w = World::new(&[]).await;
     // GIVEN a role without CreateSnapshots, a hook shorter than the sweep, no retention on
-    // abandon, and the data key disabled
+    // abandon, the data key disabled and the group untagged
     let (instance, key_arn) = deploy(
         &w,
         &Flaws {
@@ -357,6 +361,7 @@ async fn preflight_names_each_broken_part_with_its_fix() {
             heartbeat: Some(120),
             no_retention: true,
             key_disabled: true,
+            untagged: true,
             ..Flaws::default()
         },
     )
@@ -386,6 +391,12 @@ async fn preflight_names_each_broken_part_with_its_fix() {
     assert!(
         key.contains(&format!("fix: aws kms enable-key --key-id {key_arn}")),
         "{key}"
+    );
+    let scope = line(&stdout, "group scope");
+    assert!(scope.starts_with("FAIL"), "{scope}");
+    assert!(
+        scope.contains("fix: aws autoscaling create-or-update-tags --tags ResourceId=api-db,ResourceType=auto-scaling-group,Key=lifeboat:protected,Value=true"),
+        "{scope}"
     );
     // …and what is sound stays ok
     for sound in [

@@ -80,7 +80,9 @@ impl Preflight {
 
 const REDEPLOY: &str = "redeploy the stack from this version's template.yaml (sam deploy)";
 
-/// The checks the hook and group findings of `lifeboat audit` answer, in the drill's words.
+/// The checks the hook and group findings of `lifeboat audit` answer, in the drill's words;
+/// all but the hook's own and retention are about a hook lifeboat serves, and said only when
+/// there is one.
 const GROUP_CHECKS: [(Concern, &str, &str); 6] = [
     (Concern::Hook, "hook", "a termination hook lifeboat serves"),
     (
@@ -160,23 +162,44 @@ pub async fn preflight(
                 checks.push(Check::fail(name, f.finding.clone(), f.fix.clone()))
             }
             Some(f) => checks.push(Check::ok(name, format!("warning: {}", f.finding))),
-            None if concern != Concern::Hook && hook.is_none() => {}
+            None if hook.is_none()
+                && !matches!(concern, Concern::Hook | Concern::RetainOnAbandon) => {}
             None => checks.push(Check::ok(name, good)),
         }
     }
     checks.push(if config.groups.contains(&group.name) {
         Check::ok("group scope", "named in the stack's Groups")
+    } else if !config.groups.is_empty() {
+        Check::fail(
+            "group scope",
+            "not in the stack's Groups: the role may not hold or complete its terminations",
+            format!(
+                "sam deploy --parameter-overrides Groups={},{}",
+                config
+                    .groups
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(","),
+                group.name
+            ),
+        )
     } else if group.tagged_protected {
         Check::ok("group scope", format!("tagged {}=true", tags::PROTECTED))
     } else {
-        let finding = findings.iter().find(|f| f.concern == Concern::GroupTag);
+        // Under GroupScope=all the role would reach it untagged; the tag costs nothing and
+        // keeps the group served if the stack goes back to the default scope.
         Check::fail(
             "group scope",
             format!(
-                "neither named in the stack's Groups nor tagged {}=true: the role may not hold or complete its terminations",
+                "not tagged {}=true: under the template's default GroupScope=tagged the role may not hold or complete its terminations",
                 tags::PROTECTED
             ),
-            finding.map(|f| f.fix.clone()).unwrap_or_default(),
+            format!(
+                "aws autoscaling create-or-update-tags --tags ResourceId={},ResourceType=auto-scaling-group,Key={},Value=true,PropagateAtLaunch=false",
+                group.name,
+                tags::PROTECTED
+            ),
         )
     });
 
