@@ -748,6 +748,24 @@ async fn list_audit_watch_and_drill_span_two_regions() {
         );
     }
 
+    // audit --regions all: every enabled Region (DescribeRegions), the same finding among them
+    let out = lifeboat(&w, &["audit", "--regions", "all"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(2), "{stdout}{}", text(&out.stderr));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("eu-west-1") && l.contains("bare")),
+        "{stdout}"
+    );
+    let summary = stdout.lines().last().unwrap();
+    assert!(
+        summary.contains("us-east-1")
+            && summary.contains("eu-west-1")
+            && summary.contains("ap-southeast-2"),
+        "{summary}"
+    );
+
     // watch: nothing in flight anywhere, done at once
     let out = lifeboat(
         &w,
