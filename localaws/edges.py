@@ -19,7 +19,8 @@ for a test that shows the difference:
 - throttling: a token bucket per API and account, as EC2 documents them, and one for all of Auto
   Scaling (`throttle`);
 - pages: DescribeSnapshots answers at most MaxResults (up to 1,000) snapshots a call, with a
-  NextToken for the rest ("DescribeSnapshots", Amazon EC2 API Reference); moto answers all.
+  NextToken for the rest ("DescribeSnapshots", Amazon EC2 API Reference); moto answers all;
+- DescribeRegions lists the Regions of the caller's partition only.
 """
 
 import datetime
@@ -214,8 +215,28 @@ def foreign_snapshot(volume_id, seconds, policy="policy-0123456789abcdef0"):
     raise ValueError(f"no such volume: {volume_id}")
 
 
+def _partition(region):
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
+def describe_regions(self, region_names=None):
+    """DescribeRegions (Amazon EC2 API reference) lists the Regions of the caller's partition:
+    moto lists China's and GovCloud's beside the commercial ones."""
+    own = _partition(self.region_name)
+    return [r for r in _original_describe_regions(self, region_names) if _partition(r.name) == own]
+
+
+_original_describe_regions = None
+
+
 def apply():
+    global _original_describe_regions
+    from moto.ec2.models.availability_zones_and_regions import RegionsAndZonesBackend
     from moto.ec2.responses.elastic_block_store import ElasticBlockStore
+
+    if _original_describe_regions is None:
+        _original_describe_regions = RegionsAndZonesBackend.describe_regions
+        RegionsAndZonesBackend.describe_regions = describe_regions
 
     ElasticBlockStore.describe_snapshots = describe_snapshots_response
     ebs.EBSBackend.describe_snapshots = describe_snapshots
