@@ -21,6 +21,7 @@ Modelled, each from its AWS page:
   then the event is dropped (to the failed-event destination the template sets).
 """
 
+import itertools
 import json
 import time
 import uuid
@@ -30,6 +31,10 @@ from . import state as st
 
 FUNCTION_ARN = f"arn:aws:lambda:us-east-1:{st.ACCOUNT}:function:lifeboat-lifeboat"
 RETRY_DELAYS = (60.0, 120.0)
+# Each configuration of the function is a new generation of it: a runtime that polled before
+# (a killed binary whose connection the server still holds) is answered "gone" rather than
+# handed an event it can never process — Lambda never gives a dead environment an invocation.
+GENERATIONS = itertools.count(1)
 
 
 def configure(args):
@@ -38,6 +43,7 @@ def configure(args):
         s.function = None
         return
     s.function = {
+        "generation": next(GENERATIONS),
         "timeout": float(args.get("timeout_seconds", 900)),
         "sweep_seconds": float(args.get("sweep_seconds", 300)),
         "next_sweep": st.now() + float(args.get("sweep_seconds", 300)),
@@ -102,11 +108,17 @@ def _pump(f):
 
 
 def next_invocation():
-    """Waits (without the lock) until an event is due; returns (request id, event, deadline)."""
+    """Waits (without the lock) until an event is due; returns (request id, event, deadline),
+    or None when the function was configured anew (or reset) since this poll began."""
+    with st.LOCK:
+        f = st.state().function
+        generation = None if f is None else f["generation"]
     while True:
         with st.LOCK:
             patches.tick()
             f = st.state().function
+            if f is not None and f["generation"] != generation:
+                return None
             if f is not None:
                 _pump(f)
                 if f["queue"]:
@@ -141,7 +153,12 @@ def serve(environ, start_response, path, body):
         return None
     rest = path[len(prefix):]
     if rest == "invocation/next":
-        request_id, event, deadline_ms = next_invocation()
+        invocation = next_invocation()
+        if invocation is None:
+            data = b'{"errorType": "Gone", "errorMessage": "the function was configured anew"}'
+            start_response("410 Gone", [("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+            return [data]
+        request_id, event, deadline_ms = invocation
         data = json.dumps(event).encode()
         start_response(
             "200 OK",
