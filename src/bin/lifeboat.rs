@@ -2,8 +2,9 @@
 //! environment (profiles, `AWS_REGION`, `AWS_ENDPOINT_URL`): `replay` runs the Lambda's handler
 //! in-process on one event file; `list`, `watch`, `restore` and `audit` find, follow, restore
 //! and prevent rescues; `drill` proves a group's rescue would work. `list`, `watch`, `audit`
-//! and `drill` take `--regions` to run in several Regions at once. Exit 0 when all is well, 1 on an error, 2 when the answer needs an
-//! operator (a high severity finding, a rescue that did not release).
+//! and `drill` take `--regions` to run in several Regions at once. Exit 0 when all is well, 1
+//! on an error, 2 when the answer needs an operator (a high severity finding, a rescue that did
+//! not release, a failed drill).
 
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
