@@ -7,13 +7,12 @@
 
 use std::collections::BTreeMap;
 
-use aws_sdk_ec2::types::{
-    EbsInstanceBlockDeviceSpecification, InstanceBlockDeviceMappingSpecification,
-    InstanceSpecification, ResourceType, TagSpecification,
-};
+use aws_sdk_ec2::error::ProvideErrorMetadata;
+use aws_sdk_ec2::types::{InstanceSpecification, ResourceType};
+use aws_smithy_runtime_api::client::result::SdkError;
 use chrono::{DateTime, NaiveDateTime, Utc};
 
-use super::ec2::{filter, sdk_tags};
+use super::ec2::{deleted_on_termination, filter, sdk_tags, tagged_at_creation};
 use super::{AwsError, AwsErrorKind, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, VolumeId};
 
@@ -57,35 +56,35 @@ pub enum Probe {
     Failed(AwsError),
 }
 
+/// The answer that means IAM allowed a dry run (EC2's `DryRunOperation`).
+const DRY_RUN: Option<&str> = Some("DryRunOperation");
+/// The answer that means IAM allowed a lifecycle call on an instance no action holds: Auto
+/// Scaling has no DryRun, and such a call passes IAM, then fails validation ("No active
+/// Lifecycle Action found").
+const LIFECYCLE_PROBE: Option<&str> = Some("ValidationError");
+/// A read: allowed when it answers.
+const READ: Option<&str> = None;
+
 impl Probe {
-    fn of_dry_run<T>(operation: &'static str, answer: Result<T, AwsError>) -> Self {
-        match answer {
-            // A dry run that "succeeds" is a service that ignored DryRun: allowed all the same.
-            Ok(_) => Self::Allowed,
-            Err(err) if err.code.as_deref() == Some("DryRunOperation") => Self::Allowed,
-            Err(err) => Self::refused_or_failed(operation, err),
-        }
-    }
-
-    /// Auto Scaling has no DryRun: a lifecycle call on an instance with no lifecycle action
-    /// passes IAM and then fails validation ("No active Lifecycle Action found").
-    fn of_lifecycle_probe<T>(operation: &'static str, answer: Result<T, AwsError>) -> Self {
-        match answer {
-            Ok(_) => Self::Allowed,
-            Err(err) if err.code.as_deref() == Some("ValidationError") => Self::Allowed,
-            Err(err) => Self::refused_or_failed(operation, err),
-        }
-    }
-
-    fn of_read<T>(operation: &'static str, answer: Result<T, AwsError>) -> Self {
-        match answer {
-            Ok(_) => Self::Allowed,
-            Err(err) => Self::refused_or_failed(operation, err),
-        }
-    }
-
-    fn refused_or_failed(operation: &'static str, err: AwsError) -> Self {
-        if err.is(AwsErrorKind::AccessDenied) {
+    /// What `answer` says of the role: allowed when it succeeded (a dry run that "succeeds" is a
+    /// service that ignored DryRun: allowed all the same) or ended with `passes_with`; refused
+    /// on a denial; failed otherwise.
+    fn of<T, E, R>(
+        operation: &'static str,
+        answer: Result<T, SdkError<E, R>>,
+        passes_with: Option<&str>,
+    ) -> Self
+    where
+        E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+        R: std::fmt::Debug + Send + Sync + 'static,
+    {
+        let err = match answer {
+            Ok(_) => return Self::Allowed,
+            Err(err) => AwsError::from_sdk(operation, err),
+        };
+        if passes_with.is_some() && err.code.as_deref() == passes_with {
+            Self::Allowed
+        } else if err.is(AwsErrorKind::AccessDenied) {
             Self::Refused(format!(
                 "{} refused it ({})",
                 operation,
@@ -376,35 +375,35 @@ pub fn rescue_tags(instance: &InstanceId, group: &GroupName, hook: &HookName) ->
 impl RoleSession {
     pub async fn describe_instances(&self, instance: &InstanceId) -> Probe {
         const OP: &str = "ec2:DescribeInstances";
-        Probe::of_dry_run(
+        Probe::of(
             OP,
             self.ec2
                 .describe_instances()
                 .instance_ids(instance.as_str())
                 .dry_run(true)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            DRY_RUN,
         )
     }
 
     pub async fn describe_volumes(&self, volumes: &[VolumeId]) -> Probe {
         const OP: &str = "ec2:DescribeVolumes";
-        Probe::of_dry_run(
+        Probe::of(
             OP,
             self.ec2
                 .describe_volumes()
                 .set_volume_ids(Some(volumes.iter().map(|v| v.to_string()).collect()))
                 .dry_run(true)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            DRY_RUN,
         )
     }
 
     pub async fn describe_snapshots(&self) -> Probe {
         const OP: &str = "ec2:DescribeSnapshots";
-        Probe::of_dry_run(
+        Probe::of(
             OP,
             self.ec2
                 .describe_snapshots()
@@ -412,8 +411,8 @@ impl RoleSession {
                 .filters(filter("tag-key", [crate::tags::INSTANCE_ID]))
                 .dry_run(true)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            DRY_RUN,
         )
     }
 
@@ -426,27 +425,15 @@ impl RoleSession {
             .instance_id(instance.as_str())
             .dry_run(true);
         for device in devices {
-            call = call.block_device_mappings(
-                InstanceBlockDeviceMappingSpecification::builder()
-                    .device_name(device)
-                    .ebs(
-                        EbsInstanceBlockDeviceSpecification::builder()
-                            .delete_on_termination(false)
-                            .build(),
-                    )
-                    .build(),
-            );
+            call = call.block_device_mappings(deleted_on_termination(device, false));
         }
-        Probe::of_dry_run(
-            OP,
-            call.send().await.map_err(|err| AwsError::from_sdk(OP, err)),
-        )
+        Probe::of(OP, call.send().await, DRY_RUN)
     }
 
     /// Tags, as a rescue writes them on the instance or a kept volume.
     pub async fn tag(&self, resource: &str, tags: &Tags) -> Probe {
         const OP: &str = "ec2:CreateTags";
-        Probe::of_dry_run(
+        Probe::of(
             OP,
             self.ec2
                 .create_tags()
@@ -454,15 +441,15 @@ impl RoleSession {
                 .set_tags(Some(sdk_tags(tags)))
                 .dry_run(true)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            DRY_RUN,
         )
     }
 
     /// The rescue's one crash-consistent call.
     pub async fn snapshot_instance(&self, instance: &InstanceId, tags: &Tags) -> Probe {
         const OP: &str = "ec2:CreateSnapshots";
-        Probe::of_dry_run(
+        Probe::of(
             OP,
             self.ec2
                 .create_snapshots()
@@ -471,70 +458,60 @@ impl RoleSession {
                         .instance_id(instance.as_str())
                         .build(),
                 )
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::Snapshot)
-                        .set_tags(Some(sdk_tags(tags)))
-                        .build(),
-                )
+                .tag_specifications(tagged_at_creation(ResourceType::Snapshot, tags))
                 .dry_run(true)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            DRY_RUN,
         )
     }
 
     /// The per-volume path (a retry, or more than 40 volumes left out).
     pub async fn snapshot_volume(&self, volume: &VolumeId, tags: &Tags) -> Probe {
         const OP: &str = "ec2:CreateSnapshot";
-        Probe::of_dry_run(
+        Probe::of(
             OP,
             self.ec2
                 .create_snapshot()
                 .volume_id(volume.as_str())
-                .tag_specifications(
-                    TagSpecification::builder()
-                        .resource_type(ResourceType::Snapshot)
-                        .set_tags(Some(sdk_tags(tags)))
-                        .build(),
-                )
+                .tag_specifications(tagged_at_creation(ResourceType::Snapshot, tags))
                 .dry_run(true)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            DRY_RUN,
         )
     }
 
     pub async fn describe_group(&self, group: &GroupName) -> Probe {
         const OP: &str = "autoscaling:DescribeAutoScalingGroups";
-        Probe::of_read(
+        Probe::of(
             OP,
             self.autoscaling
                 .describe_auto_scaling_groups()
                 .auto_scaling_group_names(group.as_str())
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            READ,
         )
     }
 
     pub async fn describe_hooks(&self, group: &GroupName) -> Probe {
         const OP: &str = "autoscaling:DescribeLifecycleHooks";
-        Probe::of_read(
+        Probe::of(
             OP,
             self.autoscaling
                 .describe_lifecycle_hooks()
                 .auto_scaling_group_name(group.as_str())
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            READ,
         )
     }
 
     /// Renewing the hold, on an instance no action holds.
     pub async fn heartbeat(&self, group: &GroupName, hook: &HookName) -> Probe {
         const OP: &str = "autoscaling:RecordLifecycleActionHeartbeat";
-        Probe::of_lifecycle_probe(
+        Probe::of(
             OP,
             self.autoscaling
                 .record_lifecycle_action_heartbeat()
@@ -542,8 +519,8 @@ impl RoleSession {
                 .lifecycle_hook_name(hook.as_str())
                 .instance_id(NO_SUCH_INSTANCE)
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            LIFECYCLE_PROBE,
         )
     }
 
@@ -551,7 +528,7 @@ impl RoleSession {
     /// never says CONTINUE.
     pub async fn complete(&self, group: &GroupName, hook: &HookName) -> Probe {
         const OP: &str = "autoscaling:CompleteLifecycleAction";
-        Probe::of_lifecycle_probe(
+        Probe::of(
             OP,
             self.autoscaling
                 .complete_lifecycle_action()
@@ -560,8 +537,8 @@ impl RoleSession {
                 .instance_id(NO_SUCH_INSTANCE)
                 .lifecycle_action_result("ABANDON")
                 .send()
-                .await
-                .map_err(|err| AwsError::from_sdk(OP, err)),
+                .await,
+            LIFECYCLE_PROBE,
         )
     }
 }

@@ -81,6 +81,29 @@ fn tags_of(tags: &[Tag]) -> Tags {
         .collect()
 }
 
+/// A device of an instance, to be deleted with it or not (`ModifyInstanceAttribute`).
+pub(super) fn deleted_on_termination(
+    device: &str,
+    delete: bool,
+) -> InstanceBlockDeviceMappingSpecification {
+    InstanceBlockDeviceMappingSpecification::builder()
+        .device_name(device)
+        .ebs(
+            EbsInstanceBlockDeviceSpecification::builder()
+                .delete_on_termination(delete)
+                .build(),
+        )
+        .build()
+}
+
+/// Tags that a create call puts on the new resource of `kind` as it creates it.
+pub(super) fn tagged_at_creation(kind: ResourceType, tags: &Tags) -> TagSpecification {
+    TagSpecification::builder()
+        .resource_type(kind)
+        .set_tags(Some(sdk_tags(tags)))
+        .build()
+}
+
 pub(super) fn sdk_tags(tags: &Tags) -> Vec<Tag> {
     tags.iter()
         .map(|(k, v)| Tag::builder().key(k).value(v).build())
@@ -316,16 +339,8 @@ impl Inventory for Ec2Adapter {
             .modify_instance_attribute()
             .instance_id(instance_id.as_str());
         for device in devices {
-            modify = modify.block_device_mappings(
-                InstanceBlockDeviceMappingSpecification::builder()
-                    .device_name(device)
-                    .ebs(
-                        EbsInstanceBlockDeviceSpecification::builder()
-                            .delete_on_termination(delete_on_termination)
-                            .build(),
-                    )
-                    .build(),
-            );
+            modify =
+                modify.block_device_mappings(deleted_on_termination(device, delete_on_termination));
         }
         self.turn("ModifyInstanceAttribute").await;
         modify
@@ -403,12 +418,7 @@ impl SnapshotStore for Ec2Adapter {
             .create_snapshots()
             .instance_specification(instance.build())
             .description(&request.description)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Snapshot)
-                    .set_tags(Some(sdk_tags(&request.tags)))
-                    .build(),
-            );
+            .tag_specifications(tagged_at_creation(ResourceType::Snapshot, &request.tags));
         if request.copy_volume_tags {
             call = call.copy_tags_from_source(CopyTagsFromSource::Volume);
         }
@@ -428,12 +438,7 @@ impl SnapshotStore for Ec2Adapter {
             .create_snapshot()
             .volume_id(request.volume_id.as_str())
             .description(&request.description)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Snapshot)
-                    .set_tags(Some(sdk_tags(&request.tags)))
-                    .build(),
-            )
+            .tag_specifications(tagged_at_creation(ResourceType::Snapshot, &request.tags))
             .send()
             .await
             .map_err(|err| AwsError::from_sdk(OP, err))?;
@@ -534,12 +539,7 @@ impl Ec2Adapter {
             .description(format!("lifeboat: copy of {source} from {source_region}"))
             .set_encrypted(kms_key.map(|_| true))
             .set_kms_key_id(kms_key.map(str::to_owned))
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Snapshot)
-                    .set_tags(Some(sdk_tags(tags)))
-                    .build(),
-            )
+            .tag_specifications(tagged_at_creation(ResourceType::Snapshot, tags))
             .send()
             .await
             .map_err(|err| AwsError::from_sdk(OP, err))?;

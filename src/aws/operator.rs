@@ -7,10 +7,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use aws_sdk_autoscaling::types::RetentionAction;
-use aws_sdk_ec2::types::{ResourceType, TagSpecification, VolumeType};
+use aws_sdk_ec2::types::{ResourceType, VolumeType};
 use chrono::{DateTime, Utc};
 
-use super::ec2::{filter, instance_state, sdk_tags, Ec2Adapter, FILTER_VALUES_PER_REQUEST};
+use super::ec2::{
+    filter, instance_state, sdk_tags, tagged_at_creation, Ec2Adapter, FILTER_VALUES_PER_REQUEST,
+};
 use super::{AwsError, AwsErrorKind, GroupScope, InstanceState, SnapshotFacts, Tags};
 use crate::ids::{GroupName, HookName, InstanceId, SnapshotId, VolumeId};
 use crate::tags;
@@ -418,12 +420,7 @@ impl OperatorAws {
             .volume_type(VolumeType::from(volume.volume_type.as_str()))
             .set_iops(volume.iops)
             .set_throughput(volume.throughput)
-            .tag_specifications(
-                TagSpecification::builder()
-                    .resource_type(ResourceType::Volume)
-                    .set_tags(Some(sdk_tags(&volume.tags)))
-                    .build(),
-            );
+            .tag_specifications(tagged_at_creation(ResourceType::Volume, &volume.tags));
         if volume.encrypted {
             call = call
                 .encrypted(true)
