@@ -15,7 +15,7 @@ use serde::Serialize;
 use super::audit::{self, AuditSettings, Concern, GroupFacts, Severity};
 use super::list::{rescued_sets, SetResult};
 use super::{aws_error, human, OperatorError};
-use crate::aws::drill::{rescue_tags, DrillAws, FunctionView, Probe};
+use crate::aws::drill::{rescue_tags, DrillAws, FunctionView, Probe, RuleView};
 use crate::aws::operator::{InstanceView, OperatorAws, RescueScope};
 use crate::aws::{GroupScope, SnapshotFacts, SnapshotState};
 use crate::config::Config;
@@ -334,51 +334,44 @@ async fn function_checks(
         .await
         .map_err(aws_error("reading the rules that invoke the function"))?;
     let schedule = rules.iter().find(|r| r.schedule.is_some());
-    checks.push(match schedule {
-        Some(rule) if rule.enabled => Check::ok(
-            "sweep schedule",
-            format!(
-                "{} {}",
-                rule.name,
-                rule.schedule.clone().unwrap_or_default()
-            ),
-        ),
-        Some(rule) => Check::fail(
-            "sweep schedule",
-            format!(
-                "rule {} is disabled: a rescue outliving one invocation is never resumed",
-                rule.name
-            ),
-            format!("aws events enable-rule --name {}", rule.name),
-        ),
-        None => Check::fail(
-            "sweep schedule",
-            "no schedule invokes the function: a rescue outliving one invocation is never resumed",
-            REDEPLOY,
-        ),
-    });
+    checks.push(rule_check(
+        "sweep schedule",
+        schedule,
+        "a rescue outliving one invocation is never resumed",
+        "no schedule invokes the function",
+    ));
     let lifecycle = rules.iter().find(|r| {
         r.pattern
             .as_deref()
             .is_some_and(|p| p.contains("EC2 Instance-terminate Lifecycle Action"))
     });
-    checks.push(match lifecycle {
-        Some(rule) if rule.enabled => Check::ok("termination rule", rule.name.clone()),
+    checks.push(rule_check(
+        "termination rule",
+        lifecycle,
+        "no termination reaches the function",
+        "no EventBridge rule sends it termination lifecycle actions",
+    ));
+    Ok(config)
+}
+
+/// An EventBridge rule the function needs: there and enabled; `without` is what its absence
+/// or a disabled rule costs, `missing` how the absence reads.
+fn rule_check(name: &str, rule: Option<&RuleView>, without: &str, missing: &str) -> Check {
+    match rule {
+        Some(rule) if rule.enabled => Check::ok(
+            name,
+            match &rule.schedule {
+                Some(schedule) => format!("{} {schedule}", rule.name),
+                None => rule.name.clone(),
+            },
+        ),
         Some(rule) => Check::fail(
-            "termination rule",
-            format!(
-                "rule {} is disabled: no termination reaches the function",
-                rule.name
-            ),
+            name,
+            format!("rule {} is disabled: {without}", rule.name),
             format!("aws events enable-rule --name {}", rule.name),
         ),
-        None => Check::fail(
-            "termination rule",
-            "no EventBridge rule sends termination lifecycle actions to the function",
-            REDEPLOY,
-        ),
-    });
-    Ok(config)
+        None => Check::fail(name, format!("{missing}: {without}"), REDEPLOY),
+    }
 }
 
 /// Every call a rescue makes, as the function's role.
@@ -946,4 +939,41 @@ pub fn render_verdict(report: &LiveReport) -> String {
         report.reason
     ));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(schedule: Option<&str>, enabled: bool) -> RuleView {
+        RuleView {
+            name: "lifeboat-sweep".into(),
+            schedule: schedule.map(str::to_owned),
+            pattern: None,
+            enabled,
+        }
+    }
+
+    #[test]
+    fn a_rule_is_there_and_enabled_or_named_with_its_fix() {
+        let on = rule(Some("rate(5 minutes)"), true);
+        let check = rule_check("sweep schedule", Some(&on), "never resumed", "no schedule");
+        assert!(check.ok);
+        assert_eq!(check.detail, "lifeboat-sweep rate(5 minutes)");
+        let off = rule(None, false);
+        let check = rule_check("termination rule", Some(&off), "nothing arrives", "none");
+        assert!(!check.ok);
+        assert_eq!(
+            check.detail,
+            "rule lifeboat-sweep is disabled: nothing arrives"
+        );
+        assert_eq!(
+            check.fix.as_deref(),
+            Some("aws events enable-rule --name lifeboat-sweep")
+        );
+        let check = rule_check("sweep schedule", None, "never resumed", "no schedule");
+        assert!(!check.ok);
+        assert_eq!(check.detail, "no schedule: never resumed");
+        assert_eq!(check.fix.as_deref(), Some(REDEPLOY));
+    }
 }
