@@ -167,6 +167,27 @@ enum Done {
     Attention,
 }
 
+impl Done {
+    /// Ok when all is well, else the answer needs an operator.
+    fn all_well(well: bool) -> Self {
+        if well {
+            Self::Ok
+        } else {
+            Self::Attention
+        }
+    }
+}
+
+/// Every rescue followed was released.
+fn all_released<'a>(sets: impl IntoIterator<Item = &'a list::RescuedSet>) -> bool {
+    sets.into_iter().all(|s| s.result == SetResult::Released)
+}
+
+/// A high severity finding is among them.
+fn any_high<'a>(findings: impl IntoIterator<Item = &'a audit::Finding>) -> bool {
+    findings.into_iter().any(|f| f.severity == Severity::High)
+}
+
 fn parsed<T, E: std::fmt::Display>(
     argument: &'static str,
     value: &str,
@@ -288,11 +309,9 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
                 if let Some(err) = failed {
                     return Err(err);
                 }
-                let released = answers
-                    .iter()
-                    .flat_map(|(_, ended)| ended)
-                    .all(|s| s.result == SetResult::Released);
-                return Ok(if released { Done::Ok } else { Done::Attention });
+                return Ok(Done::all_well(all_released(
+                    answers.iter().flat_map(|(_, ended)| ended),
+                )));
             }
             let mut out = std::io::stdout();
             let ended = watch::watch(
@@ -301,11 +320,7 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
                 &mut out,
             )
             .await?;
-            Ok(if ended.iter().all(|s| s.result == SetResult::Released) {
-                Done::Ok
-            } else {
-                Done::Attention
-            })
+            Ok(Done::all_well(all_released(&ended)))
         }
         Command::Restore {
             instance,
@@ -425,11 +440,9 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
                 if let Some(err) = failed {
                     return Err(err);
                 }
-                let high = findings
-                    .iter()
-                    .flat_map(|(_, f)| f)
-                    .any(|f| f.severity == Severity::High);
-                return Ok(if high { Done::Attention } else { Done::Ok });
+                return Ok(Done::all_well(!any_high(
+                    findings.iter().flat_map(|(_, f)| f),
+                )));
             }
             let (groups, findings) = audit::audit(
                 &OperatorAws::in_region(region.clone()).await,
@@ -442,11 +455,7 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
             } else {
                 print!("{}", audit::render(groups, &findings));
             }
-            Ok(if findings.iter().any(|f| f.severity == Severity::High) {
-                Done::Attention
-            } else {
-                Done::Ok
-            })
+            Ok(Done::all_well(!any_high(&findings)))
         }
         Command::Drill {
             group,
@@ -509,8 +518,7 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
                 if let Some(err) = failed {
                     return Err(err);
                 }
-                let passed = answers.iter().all(|(_, p)| p.passed());
-                return Ok(if passed { Done::Ok } else { Done::Attention });
+                return Ok(Done::all_well(answers.iter().all(|(_, p)| p.passed())));
             }
             let config = OperatorAws::config_in(region).await;
             let (aws, drill_aws) = (OperatorAws::new(&config), DrillAws::new(&config));
@@ -525,11 +533,7 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
                 if live {
                     eprintln!("lifeboat drill: the preflight failed; the live drill did not start");
                 }
-                return Ok(if preflight.passed() {
-                    Done::Ok
-                } else {
-                    Done::Attention
-                });
+                return Ok(Done::all_well(preflight.passed()));
             }
             let Some(target) = preflight.instance.clone() else {
                 return Ok(Done::Attention);
@@ -561,11 +565,7 @@ async fn operate(command: Command, region: Option<String>) -> Result<Done, Opera
             } else {
                 print!("{}", drill::render_verdict(&report));
             }
-            Ok(if report.verdict == Verdict::Held {
-                Done::Ok
-            } else {
-                Done::Attention
-            })
+            Ok(Done::all_well(report.verdict == Verdict::Held))
         }
     }
 }
