@@ -8,7 +8,6 @@ mod support;
 
 use std::process::{Child, Command, Output, Stdio};
 
-use aws_sdk_autoscaling::types::{InstanceLifecyclePolicy, RetentionAction, RetentionTriggers};
 use aws_sdk_ec2::types::VolumeType;
 use serde_json::{json, Value};
 
@@ -136,21 +135,7 @@ async fn deploy(w: &World, flaws: &Flaws) -> (String, String) {
             .unwrap();
     }
     if !flaws.no_retention {
-        w.asg
-            .update_auto_scaling_group()
-            .auto_scaling_group_name(GROUP)
-            .instance_lifecycle_policy(
-                InstanceLifecyclePolicy::builder()
-                    .retention_triggers(
-                        RetentionTriggers::builder()
-                            .terminate_hook_abandon(RetentionAction::Retain)
-                            .build(),
-                    )
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        w.retain_on_abandon(GROUP).await;
     }
     // The role: Lambda may assume it, and (DrillPrincipalArn) the operator's account.
     let mut trust = vec![

@@ -7,7 +7,6 @@ mod support;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use aws_sdk_autoscaling::types::{InstanceLifecyclePolicy, RetentionAction, RetentionTriggers};
 use serde_json::Value;
 
 use lifeboat::report::Outcome;
@@ -618,21 +617,7 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
         .unwrap();
     // …"guarded": lifeboat's hook, retention on abandon, and yesterday's snapshots
     let guarded = w.group("guarded", 1, &STORY_DEVICES, 900).await.remove(0);
-    w.asg
-        .update_auto_scaling_group()
-        .auto_scaling_group_name("guarded")
-        .instance_lifecycle_policy(
-            InstanceLifecyclePolicy::builder()
-                .retention_triggers(
-                    RetentionTriggers::builder()
-                        .terminate_hook_abandon(RetentionAction::Retain)
-                        .build(),
-                )
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    w.retain_on_abandon("guarded").await;
     w.ec2
         .create_snapshots()
         .instance_specification(

@@ -338,6 +338,28 @@ impl World {
         instances_of(&asg, name, LifecycleState::InService).await
     }
 
+    /// The group's instance lifecycle policy retains an instance whose termination is
+    /// abandoned (`TerminateHookAbandon=retain`).
+    pub async fn retain_on_abandon(&self, group: &str) {
+        self.asg
+            .update_auto_scaling_group()
+            .auto_scaling_group_name(group)
+            .instance_lifecycle_policy(
+                aws_sdk_autoscaling::types::InstanceLifecyclePolicy::builder()
+                    .retention_triggers(
+                        aws_sdk_autoscaling::types::RetentionTriggers::builder()
+                            .terminate_hook_abandon(
+                                aws_sdk_autoscaling::types::RetentionAction::Retain,
+                            )
+                            .build(),
+                    )
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("retain on abandon");
+    }
+
     pub async fn instances(&self, group: &str, state: LifecycleState) -> Vec<String> {
         instances_of(&self.asg, group, state).await
     }
