@@ -119,20 +119,7 @@ async fn deploy(w: &World, flaws: &Flaws) -> (String, String) {
         .await
         .remove(0);
     if !flaws.untagged {
-        w.asg
-            .create_or_update_tags()
-            .tags(
-                aws_sdk_autoscaling::types::Tag::builder()
-                    .resource_id(GROUP)
-                    .resource_type("auto-scaling-group")
-                    .key("lifeboat:protected")
-                    .value("true")
-                    .propagate_at_launch(false)
-                    .build(),
-            )
-            .send()
-            .await
-            .unwrap();
+        w.tag_protected(GROUP).await;
     }
     if !flaws.no_retention {
         w.retain_on_abandon(GROUP).await;

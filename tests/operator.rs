@@ -629,20 +629,7 @@ async fn audit_finds_each_risk_of_the_story_and_gates_on_the_high_ones() {
         .await
         .unwrap();
     w.until_ec2_lists_new_snapshots().await;
-    w.asg
-        .create_or_update_tags()
-        .tags(
-            aws_sdk_autoscaling::types::Tag::builder()
-                .resource_id("guarded")
-                .resource_type("auto-scaling-group")
-                .key("lifeboat:protected")
-                .value("true")
-                .propagate_at_launch(false)
-                .build(),
-        )
-        .send()
-        .await
-        .unwrap();
+    w.tag_protected("guarded").await;
 
     // WHEN the operator audits the account
     let output = run(&w, &["audit", "--json"]).await;

@@ -338,6 +338,24 @@ impl World {
         instances_of(&asg, name, LifecycleState::InService).await
     }
 
+    /// The group is tagged `lifeboat:protected=true`: in the role's default scope.
+    pub async fn tag_protected(&self, group: &str) {
+        self.asg
+            .create_or_update_tags()
+            .tags(
+                aws_sdk_autoscaling::types::Tag::builder()
+                    .resource_id(group)
+                    .resource_type("auto-scaling-group")
+                    .key("lifeboat:protected")
+                    .value("true")
+                    .propagate_at_launch(false)
+                    .build(),
+            )
+            .send()
+            .await
+            .expect("tag the group protected");
+    }
+
     /// The group's instance lifecycle policy retains an instance whose termination is
     /// abandoned (`TerminateHookAbandon=retain`).
     pub async fn retain_on_abandon(&self, group: &str) {
